@@ -1,0 +1,11 @@
+"""Algorithm registries: advantage estimators, policy losses, presets.
+
+Importing this package fills the registries. Add a method by writing one registered function
+in the module of its family; nothing else in postrl changes.
+"""
+
+from postrl.algorithms.registries import ADVANTAGES, POLICY_LOSSES, PRESETS  # noqa: F401
+from postrl.algorithms import advantages, policy_losses, presets  # noqa: F401  (fill registries)
+from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
+from postrl.algorithms.kl import kl_penalty  # noqa: F401
+from postrl.algorithms.policy_losses import LossOutput  # noqa: F401

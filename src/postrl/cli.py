@@ -1,0 +1,190 @@
+"""The `postrl` command: train | sft | eval | demo | algos | plot.
+
+Heavy imports (torch, transformers) happen inside each command, so `postrl --help` answers at
+once. Expected failures (bad config, bad data, missing files) print one clear message and exit
+with status 2; set POSTRL_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def cmd_train(args) -> None:
+    from postrl.config import RLConfig, load_config
+    from postrl.trainers import rl
+
+    cfg = load_config(args.config, _overrides(args), schema=RLConfig)
+    summary = rl.train(cfg, resume=args.resume, console=_console())
+    _print_summary(summary, cfg.run_dir)
+
+
+def cmd_sft(args) -> None:
+    from postrl.config import SFTConfig, load_config
+    from postrl.trainers import sft
+
+    cfg = load_config(args.config, _overrides(args), schema=SFTConfig)
+    summary = sft.train(cfg, resume=args.resume, console=_console())
+    _print_summary(summary, cfg.run_dir)
+
+
+def cmd_eval(args) -> None:
+    from postrl.config import RLConfig, load_config
+    from postrl.trainers.evaluate import evaluate
+    from postrl.trainers.rl import _encode
+    from postrl.learner.models import load_model, load_tokenizer, resolve_device
+    from postrl.rewards import RewardSet
+    from postrl.rollout import ENGINES
+
+    overrides = [f"model.name_or_path={args.model}", f"data.eval_source={args.data}",
+                 f"data.eval_split={args.split}"] + list(args.set or [])
+    if args.reward:
+        overrides.append(f"rewards={json.dumps([{'name': r} for r in args.reward])}")
+    if args.limit:
+        overrides.append(f"eval.limit={args.limit}")
+    cfg = load_config(args.config, overrides, schema=RLConfig)
+    device = resolve_device(cfg.model.device)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer, device)
+    rows, ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
+    out = evaluate(engine, tokenizer, rows, ids, RewardSet(cfg.rewards),
+                   max_new_tokens=args.max_new_tokens or cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                   stop=cfg.rollout.stop, ks=args.k or cfg.eval.k, temperature=cfg.rollout.temperature,
+                   top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                   success_threshold=cfg.algorithm.success_threshold, seed=cfg.seed)
+    out = {"model": args.model, "data": args.data, "split": args.split, **out}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+    _print_summary(out, None, title="evaluation")
+
+
+def cmd_demo(args) -> None:
+    from postrl.trainers.demo import run_demo
+
+    run_demo(args.out, console=_console(), seed=args.seed)
+
+
+def cmd_algos(args) -> None:
+    from postrl.algorithms.docs import catalog
+
+    entries = catalog()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return
+    from rich.table import Table
+
+    console = _console()
+    for kind, items in entries.items():
+        table = Table(title=kind, show_lines=False, title_justify="left")
+        for col in ("name", "summary", "paper"):
+            table.add_column(col, overflow="fold")
+        for e in items:
+            paper = e["paper"] + (f" (arXiv {e['arxiv']})" if e["arxiv"] else "")
+            table.add_row(e["name"], e["summary"], paper)
+        console.print(table)
+
+
+def cmd_plot(args) -> None:
+    from postrl.tracking.plot import plot_run
+
+    path = plot_run(args.run_dir, out=args.out)
+    print(path)
+
+
+def _overrides(args) -> list[str]:
+    out = list(args.set or [])
+    if getattr(args, "out", None):
+        out.append(f"output_dir={args.out}")
+    return out
+
+
+def _print_summary(summary: dict, run_dir, title: str = "summary") -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        if k.startswith("last/"):
+            continue
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console = _console()
+    console.print(table)
+    if run_dir is not None:
+        console.print(f"run directory: {run_dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postrl", description="Reinforcement-learning post-training "
+                                     "of language models: every method as a small, named, tested part of one loop.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_cmd(name, help_, fn):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config", help="YAML config file")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, dotted (e.g. --set rollout.n=8); repeatable")
+        p.add_argument("--out", help="run directory (same as --set output_dir=DIR)")
+        p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        p.set_defaults(fn=fn)
+
+    config_cmd("train", "online RL from a YAML config", cmd_train)
+    config_cmd("sft", "supervised fine-tuning from a YAML config", cmd_sft)
+
+    p = sub.add_parser("eval", help="greedy pass@1 and sampled pass@k of a model on a dataset")
+    p.add_argument("--model", required=True, help="model directory or hub id")
+    p.add_argument("--data", required=True, help="task:NAME, a data file, a saved dataset dir or a hub name")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="evaluate the first N problems")
+    p.add_argument("--k", type=int, action="append", help="report sampled pass@k (repeatable)")
+    p.add_argument("--reward", action="append", help="reward function deciding correctness (default exact_match)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--config", help="optional YAML config for data/rollout options")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override; repeatable")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("demo", help="the embedded default: tiny model, SFT warm start, GRPO, before/after accuracy")
+    p.add_argument("--out", default="runs/demo", help="directory for everything the demo writes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("algos", help="list every registered method with its paper")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_algos)
+
+    p = sub.add_parser("plot", help="PNG curves from a run's metrics.jsonl")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(fn=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+        if os.environ.get("POSTRL_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""Typed, validated configuration: YAML files, presets and `--set a.b=c` overrides.
+
+Resolution order (later wins): field defaults < preset (sparse dotted overrides, only for keys
+the user did not set) < the YAML file < `--set` overrides. Every section forbids unknown keys;
+registry names (advantage, loss, sampler, reward, engine, preset) are checked against the
+registries, and every error names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key, the value and the fix in the message."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- model
+class TinyModel(Section):
+    """Architecture of the from-config model built when `model.name_or_path: tiny`."""
+
+    arch: Literal["qwen2", "llama"] = "qwen2"
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    max_position_embeddings: int = Field(512, ge=16)
+    init_seed: int = 0
+    """Seed of the weight initialisation (independent of `seed`, so the same tiny model is built)."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("model.tiny: hidden_size must be divisible by num_heads and num_heads "
+                             f"by num_kv_heads (got {self.hidden_size}, {self.num_heads}, {self.num_kv_heads})")
+        return self
+
+
+class Lora(Section):
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelSection(Section):
+    name_or_path: str = "tiny"
+    """HF hub id, local directory, or `tiny` to build `model.tiny` with a character tokenizer."""
+    tiny: TinyModel = TinyModel()
+    tokenizer: str | None = None
+    """Tokenizer id/path when it differs from the model's."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the tokenizer's (a string, or a path to a .jinja file)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    """`auto` (CUDA if available, else CPU), `cpu`, `cuda`, `cuda:1`, ..."""
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    gradient_checkpointing: bool = False
+    lora: Lora = Lora()
+    ref_model: str | None = None
+    """Reference model path; default a frozen copy of the initial policy (or the adapter-disabled
+    base under LoRA)."""
+
+
+# ---------------------------------------------------------------------------------------- data
+class Columns(Section):
+    """Which dataset columns hold what; every other column is passed to reward functions."""
+
+    prompt: str = "prompt"
+    answer: str = "answer"
+    messages: str = "messages"
+    completion: str = "completion"
+
+
+class DataSection(Section):
+    source: str = "task:arithmetic"
+    """`task:NAME` (built-in synthetic task), a .jsonl/.json/.parquet/.csv file, a directory
+    saved by `datasets`, or a hub dataset name."""
+    task_kwargs: dict[str, Any] = {}
+    """Arguments of the built-in task (e.g. `{level: 2}`)."""
+    subset: str | None = None
+    """Hub dataset configuration name (e.g. `main` for gsm8k)."""
+    split: str = "train"
+    eval_source: str | None = None
+    """Evaluation data; default: `source` with `eval_split`."""
+    eval_split: str = "test"
+    columns: Columns = Columns()
+    prompt_template: str | None = None
+    """Python format string over the row's columns, e.g. `"{question}\\nAnswer in \\\\boxed{{}}."`."""
+    system_prompt: str | None = None
+    answer_pattern: str | None = None
+    """Regex whose group 1 extracts the reference answer from the answer column (e.g. `####\\s*(.+)`)."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """auto: chat template for message prompts, raw text for string prompts (TRL's rule);
+    always: string prompts become one user message; never: plain text always."""
+    max_prompt_tokens: int = Field(1024, ge=1)
+    long_prompts: Literal["error", "skip"] = "error"
+    limit: int | None = Field(None, ge=1)
+    """Use only the first `limit` rows."""
+
+
+# ------------------------------------------------------------------------------ rollout/reward
+class SamplerSection(Section):
+    name: str = "uniform"
+    kwargs: dict[str, Any] = {}
+
+
+class RolloutSection(Section):
+    engine: str = "hf"
+    n: int = Field(8, ge=1)
+    """Completions per prompt (the group size)."""
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    """0 disables top-k."""
+    max_new_tokens: int = Field(256, ge=1)
+    stop: list[str] = []
+    """Stop strings; generation of a sequence ends after the first token that completes one."""
+    micro_batch_size: int = Field(256, ge=1)
+    """Sequences generated together: bounds rollout memory."""
+
+
+class RewardSpec(Section):
+    name: str
+    """Built-in reward name, or `module:function` for user code."""
+    weight: float = 1.0
+    kwargs: dict[str, Any] = {}
+
+
+class AlgorithmSection(Section):
+    preset: str | None = None
+    advantage: str = "grpo"
+    advantage_kwargs: dict[str, Any] = {}
+    loss: str = "ppo_clip"
+    loss_kwargs: dict[str, Any] = {}
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
+    kl_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_in_reward: bool = False
+    """False: KL term in the loss; True: per-token penalty -kl_coef*KL added to the reward."""
+    entropy_coef: float = 0.0
+    old_logprobs: Literal["auto", "recompute", "behavior"] = "auto"
+    """auto: detached current log-probs when each batch is used once on-policy (no extra
+    forward), else one recompute before the first update; behavior: the engine's log-probs."""
+    success_threshold: float = 1.0
+    """A completion counts as correct when the first reward function gives >= this."""
+
+
+# -------------------------------------------------------------------------------------- learner
+class OptimSection(Section):
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    micro_batch_size: int = Field(64, ge=1)
+    """Sequences per forward/backward; gradients accumulate over micro-batches."""
+    bf16: bool | None = None
+    """bf16 autocast; None: on for CUDA devices that support it, off on CPU."""
+
+
+class TrainSection(OptimSection):
+    steps: int = Field(100, ge=1)
+    prompts_per_step: int = Field(8, ge=1)
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per rollout batch and epoch."""
+    epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch (PPO epochs)."""
+
+
+class EvalSection(Section):
+    every: int = Field(0, ge=0)
+    """Evaluate every this many steps (0: only before and after training)."""
+    limit: int | None = Field(500, ge=1)
+    """Evaluation problems (None: the whole eval split)."""
+    max_new_tokens: int | None = None
+    """Default: rollout.max_new_tokens."""
+    k: list[int] = []
+    """Sampled pass@k to report besides greedy pass@1 (uses max(k) samples per problem)."""
+    before: bool = True
+    """Evaluate before the first step."""
+
+
+class CheckpointSection(Section):
+    every: int = Field(50, ge=1)
+    keep_last: int = Field(2, ge=1)
+
+
+class LoggingSection(Section):
+    console_every: int = Field(1, ge=1)
+    tensorboard: bool = False
+    wandb_project: str | None = None
+    progress: bool = True
+
+
+class RLConfig(Section):
+    name: str = "run"
+    output_dir: str | None = None
+    """Run directory; default runs/<name>."""
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    sampler: SamplerSection = SamplerSection()
+    rollout: RolloutSection = RolloutSection()
+    rewards: list[RewardSpec] = [RewardSpec(name="exact_match")]
+    algorithm: AlgorithmSection = AlgorithmSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    logging: LoggingSection = LoggingSection()
+
+    @model_validator(mode="after")
+    def _check_names_and_combinations(self):
+        from postrl import algorithms, rewards, rollout, samplers  # registries (imports torch)
+
+        a = self.algorithm
+        _in_registry(algorithms.ADVANTAGES, a.advantage, "algorithm.advantage")
+        _in_registry(algorithms.POLICY_LOSSES, a.loss, "algorithm.loss")
+        algorithms.ADVANTAGES.check_kwargs(a.advantage, a.advantage_kwargs, "algorithm.advantage_kwargs")
+        algorithms.POLICY_LOSSES.check_kwargs(a.loss, a.loss_kwargs, "algorithm.loss_kwargs")
+        _in_registry(samplers.SAMPLERS, self.sampler.name, "sampler.name")
+        samplers.SAMPLERS.check_kwargs(self.sampler.name, self.sampler.kwargs, "sampler.kwargs")
+        _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
+        if not self.rewards:
+            raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
+        for i, r in enumerate(self.rewards):
+            if ":" not in r.name:
+                _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
+                rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
+        if a.kl_in_reward and a.kl_coef == 0:
+            raise ValueError("algorithm.kl_in_reward is true but algorithm.kl_coef is 0; set a "
+                             "positive kl_coef or drop kl_in_reward")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+class SFTTrain(OptimSection):
+    lr: float = Field(1e-5, gt=0)
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_seq_tokens: int = Field(1024, ge=2)
+    loss_on: Literal["completion", "all"] = "completion"
+    """Train on completion (assistant) tokens only, or on every token."""
+
+
+class SFTConfig(Section):
+    name: str = "sft"
+    output_dir: str | None = None
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: SFTTrain = SFTTrain()
+    checkpoint: CheckpointSection = CheckpointSection(every=500)
+    logging: LoggingSection = LoggingSection(console_every=50)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+def _in_registry(registry, name: str, key: str) -> None:
+    if name not in registry:
+        close = difflib.get_close_matches(name, registry.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{key}: unknown {registry.kind} {name!r}{hint}; valid names: "
+                         f"{', '.join(registry.names())}")
+
+
+# ----------------------------------------------------------------------------------- loading
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["a.b=1", "c=x"]` -> `{"a.b": 1, "c": "x"}`; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key, e.g. "
+                              "--set rollout.n=8")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({e})") from None
+    return out
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def has_dotted(tree: dict[str, Any], key: str) -> bool:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def resolve(schema: type[BaseModel], raw: dict[str, Any], overrides: dict[str, Any] | None = None,
+            source: str = "config") -> Any:
+    """Apply overrides and the preset to a raw dict, then validate it into `schema`."""
+    raw = _deep_copy(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    preset = (raw.get("algorithm") or {}).get("preset") if isinstance(raw.get("algorithm"), dict) else None
+    if preset is not None and "algorithm" in schema.model_fields:
+        from postrl.algorithms import PRESETS
+
+        if preset not in PRESETS:
+            _raise_unknown_preset(preset, PRESETS, source)
+        for key, value in PRESETS.get(preset).fn().items():
+            if not has_dotted(raw, key):
+                set_dotted(raw, key, value)
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, schema, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                schema: type[BaseModel] = RLConfig) -> Any:
+    raw = read_yaml(path) if path else {}
+    return resolve(schema, raw, parse_overrides(overrides or []), source=str(path or "config"))
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+
+def _raise_unknown_preset(preset, presets, source):
+    close = difflib.get_close_matches(str(preset), presets.names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"{source}: algorithm.preset: unknown preset {preset!r}{hint}; valid names: "
+                      f"{', '.join(presets.names())}")
+
+
+def _deep_copy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deep_copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deep_copy(v) for v in x]
+    return x
+
+
+def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _fields_at(schema, e["loc"][:-1])
+            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  unknown key `{loc}`{hint}; allowed keys here: {', '.join(allowed)}")
+        elif e["type"] == "value_error":
+            msg = str(e.get("ctx", {}).get("error", e["msg"]))
+            lines.append(f"  {msg}" if not loc else f"  `{loc}`: {msg}")
+        else:
+            value = e.get("input")
+            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            lines.append(f"  `{loc}` = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _fields_at(schema: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = schema
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif args and any(isinstance(a, type) and issubclass(a, BaseModel) for a in args):
+            model = next(a for a in args if isinstance(a, type) and issubclass(a, BaseModel))
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}))

@@ -1,0 +1,28 @@
+"""Data: built-in tasks, dataset loading and validation, prompt rendering and tokenisation.
+
+    records -> load_prompt_dataset / load_sft_dataset (columns mapped, every row checked)
+            -> render_prompt / encode_prompts / encode_sft (token ids the trainer keeps)
+
+`tasks.py` owns the synthetic tasks (the `TASKS` registry), `loading.py` sources, column
+mapping and `DataError`s, `chat.py` chat templates and tokenisation. Any TRL dataset format loads
+unchanged; every problem is a `DataError` naming the file, the 1-based row, the column and the fix.
+"""
+
+from postrl.data.chat import encode_prompts, encode_sft, render_prompt
+from postrl.data.loading import (
+    DataError,
+    PromptDataset,
+    PromptRow,
+    SFTRow,
+    load_prompt_dataset,
+    load_records,
+    load_sft_dataset,
+)
+from postrl.data.tasks import TASKS, arithmetic, countdown
+
+__all__ = [
+    "TASKS", "arithmetic", "countdown",
+    "DataError", "PromptRow", "PromptDataset", "SFTRow",
+    "load_records", "load_prompt_dataset", "load_sft_dataset",
+    "render_prompt", "encode_prompts", "encode_sft",
+]

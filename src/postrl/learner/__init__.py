@@ -1,0 +1,1 @@
+"""Learner side: model loading (HF, LoRA, reference), log-probs, the update step, checkpoints."""

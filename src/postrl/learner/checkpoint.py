@@ -1,0 +1,138 @@
+"""Checkpoints: HF-loadable safetensors weights plus everything needed to resume exactly.
+
+Layout of `RUN_DIR/checkpoints/step_000050/`: the model (`save_pretrained`, safetensors; a
+LoRA adapter under LoRA), the tokenizer, `optimizer.pt` (optimizer, scheduler, RNG states) and
+`trainer_state.json` (step, sampler state, data cursor). A checkpoint is written into a hidden
+temporary directory, every file is fsynced, and the directory is renamed into place: a crash
+mid-write never leaves a half checkpoint under a `step_*` name. The last `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "trainer_state.json"
+OPTIM_FILE = "optimizer.pt"
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimizer=None, scheduler=None,
+                    state: dict[str, Any] | None = None, keep_last: int = 2) -> Path:
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    extra = {"rng": rng_state()}
+    if optimizer is not None:
+        extra["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        extra["scheduler"] = scheduler.state_dict()
+    torch.save(extra, tmp / OPTIM_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **(state or {})}, indent=1))
+    _fsync_tree(tmp)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    root = checkpoint_dir(run_dir)
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG; return the trainer state dict."""
+    path = Path(path)
+    load_weights(model, path)
+    extra = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=False)
+    if optimizer is not None and "optimizer" in extra:
+        optimizer.load_state_dict(extra["optimizer"])
+    if scheduler is not None and "scheduler" in extra:
+        scheduler.load_state_dict(extra["scheduler"])
+    set_rng_state(extra["rng"])
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def load_weights(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+        return
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no .safetensors weights in this checkpoint")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
+        tied = set(model._tied_weights_keys)
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: checkpoint does not match the model (missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]})")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

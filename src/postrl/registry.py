@@ -1,0 +1,106 @@
+"""Named registries: the extension points of postrl.
+
+A registry maps a name to a plain function (or a small class for stateful parts such as
+samplers) together with the paper it comes from and a one-line summary. Entries are added by a
+decorator, duplicates are rejected, and an unknown name is an error that lists the valid ones.
+`postrl algos` and `docs/algorithms.md` are generated from these objects, so the documentation
+cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered method: the callable plus what the docs and `postrl algos` show."""
+
+    name: str
+    fn: Callable[..., Any]
+    paper: str
+    arxiv: str | None
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def formula(self) -> str:
+        """The docstring without its first line (the formula and edge cases live there)."""
+        doc = inspect.getdoc(self.fn) or ""
+        return doc.split("\n", 1)[1].strip("\n").rstrip() if "\n" in doc else ""
+
+
+class UnknownNameError(KeyError):
+    """An unknown registry name; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
+        return str(self.args[0])
+
+
+class Registry:
+    """A dict from name to `Entry`, filled by `@registry.register(...)`."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, paper: str, arxiv: str | None = None, summary: str):
+        """Decorator registering `fn` under `name`; a second function under one name is an error."""
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            old = self._entries.get(name)
+            if old is not None and old.fn is not fn:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by {old.fn.__module__}."
+                    f"{old.fn.__qualname__}; choose another name"
+                )
+            self._entries[name] = Entry(name, fn, paper, arxiv, summary, _keyword_defaults(fn))
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._entries))}"
+            ) from None
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self.get(name).fn
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def check_kwargs(self, name: str, kwargs: dict[str, Any], where: str) -> None:
+        """Reject keyword hyper-parameters the entry does not take, naming the valid ones.
+
+        Hyper-parameters are the keyword-only parameters with defaults; a `**kwargs` catch-all
+        (rewards take one for dataset columns) does not make a misspelt setting valid.
+        """
+        entry = self.get(name)
+        unknown = sorted(set(kwargs) - set(entry.defaults))
+        if unknown:
+            raise ValueError(
+                f"{where}: {self.kind} {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are: {', '.join(sorted(entry.defaults)) or '(none)'}"
+            )
+
+
+def _keyword_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword-only parameters with defaults: the entry's visible hyper-parameters."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}

@@ -1,0 +1,6 @@
+"""The reward registry (apart from the built-ins so user modules can import it cheaply)."""
+
+from postrl.registry import Registry
+
+REWARDS = Registry("reward")
+"""name -> fn(prompts, completions, **columns_and_hparams) -> list[float | None] (TRL's signature)."""

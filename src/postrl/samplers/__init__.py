@@ -1,0 +1,9 @@
+"""Prompt samplers: which dataset rows the next rollout batch uses.
+
+A sampler is a small class registered in `SAMPLERS`: `__init__(dataset_size, seed, **hparams)`,
+`next(k) -> list[int]` row indices, `update(indices, rewards_G)` with the rewards each prompt's
+group received, and `state_dict()` / `load_state_dict()` so a resumed run continues exactly.
+"""
+
+from postrl.samplers.base import SAMPLERS, Sampler  # noqa: F401
+from postrl.samplers import uniform  # noqa: F401  (fills the registry)

@@ -1,0 +1,204 @@
+"""Online RL, top to bottom: prompts -> rollout -> score -> advantages -> learner.
+
+This file is the loop a reader should be able to follow in one sitting. Every algorithmic
+choice is a registry lookup (sampler, engine, rewards, advantage estimator, policy loss); no
+algorithm name appears here. `build` assembles the parts (also used by benchmarks), `rl_step`
+is one iteration, `train` adds evaluation, logging, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from postrl.algorithms import ADVANTAGES, kl_penalty
+from postrl.config import RLConfig, dump_config
+from postrl.data import encode_prompts, load_prompt_dataset
+from postrl.learner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from postrl.learner.learner import Learner, LossSpec
+from postrl.learner.models import count_parameters, load_model, load_reference, load_tokenizer, resolve_device
+from postrl.rewards import RewardSet
+from postrl.rollout import ENGINES
+from postrl.rollout.engines import SamplingParams
+from postrl.samplers import SAMPLERS
+from postrl.tracking import MetricsLogger, truncate_jsonl
+from postrl.trainers.evaluate import evaluate
+from postrl.trainers.progress import progress_bar
+from postrl.trainers.scoring import primary_success, score_batch
+
+
+@dataclass
+class Parts:
+    cfg: RLConfig
+    device: torch.device
+    tokenizer: Any
+    model: Any
+    engine: Any
+    learner: Learner
+    spec: LossSpec
+    rewards: RewardSet
+    sampler: Any
+    train_rows: list
+    train_ids: list[list[int]]
+    eval_rows: list
+    eval_ids: list[list[int]]
+
+
+def build(cfg: RLConfig) -> Parts:
+    device = resolve_device(cfg.model.device)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer, device)
+    spec = LossSpec.from_config(cfg.algorithm, max_tokens=cfg.rollout.max_new_tokens)
+    ref = load_reference(cfg.model, model, tokenizer, device) if spec.kl_coef > 0 else None
+    train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
+    eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    updates = cfg.train.steps * cfg.train.epochs * cfg.train.mini_batches
+    learner = Learner(model, ref, cfg.train, total_updates=updates, device=device,
+                      temperature=cfg.rollout.temperature)
+    sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
+    engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
+    return Parts(cfg, device, tokenizer, model, engine, learner, spec, RewardSet(cfg.rewards), sampler,
+                 train_rows, train_ids, eval_rows, eval_ids)
+
+
+def _encode(cfg, tokenizer, split, source, limit=None):
+    data = load_prompt_dataset(cfg.data, split=split, source=source)
+    ids, kept = encode_prompts(tokenizer, data.rows, cfg.data)
+    rows = [data.rows[i] for i in kept]
+    if limit is not None:
+        rows, ids = rows[:limit], ids[:limit]
+    return rows, ids
+
+
+def rl_step(p: Parts, step: int) -> dict[str, float]:
+    """One iteration: choose prompts, sample, score, estimate advantages, update the policy."""
+    cfg, t0 = p.cfg, time.perf_counter()
+    idx = p.sampler.next(cfg.train.prompts_per_step)
+    params = SamplingParams.from_config(cfg.rollout)
+    batch = p.engine.generate([p.train_ids[i] for i in idx], params, seed=_step_seed(cfg.seed, step))
+    t_gen = time.perf_counter() - t0
+
+    result = score_batch(batch, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards)
+    batch.rewards = result.total
+    batch.prompt_index = torch.tensor(idx)[batch.group_ids]
+    if p.spec.kl_coef > 0:  # the reference runs once per batch
+        batch.ref_logprobs = p.learner.logprobs(batch, reference=True)
+    if p.spec.kl_in_reward:  # the sampling policy's own log-probs: no extra forward
+        kl = kl_penalty(batch.behavior_logprobs, batch.ref_logprobs, p.spec.kl_estimator)
+        batch.token_rewards = -p.spec.kl_coef * kl * batch.loss_mask
+    advantages = ADVANTAGES[cfg.algorithm.advantage](batch, **cfg.algorithm.advantage_kwargs)
+
+    t1 = time.perf_counter()
+    metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
+                                       mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
+    p.engine.sync_weights(p.model)
+    t_train = time.perf_counter() - t1
+
+    rewards_G = batch.rewards.view(len(idx), cfg.rollout.n)
+    p.sampler.update(idx, rewards_G.tolist())
+    success = primary_success(result, p.rewards, cfg.algorithm.success_threshold)
+    lengths = batch.completion_mask.sum(-1).float()
+    step_time = time.perf_counter() - t0
+    metrics.update({
+        "reward/mean": float(batch.rewards.mean()), "reward/std": float(batch.rewards.std()) if batch.size > 1 else 0.0,
+        "accuracy": float(success.mean()),
+        "zero_variance_groups": float((rewards_G.std(-1) == 0).float().mean()) if cfg.rollout.n > 1 else 1.0,
+        "advantage/abs_mean": float(advantages.abs().sum() / batch.loss_mask.sum().clamp(min=1)),
+        "completion_len/mean": float(lengths.mean()), "completion_len/max": float(lengths.max()),
+        "truncated_frac": sum(r == "length" for r in batch.metadata["finish_reason"]) / batch.size,
+        "tokens_per_s": float(lengths.sum()) / max(step_time, 1e-9),
+        "time/step": step_time, "time/rollout": t_gen, "time/learner": t_train,
+        "memory/peak_mb": _peak_memory_mb(p.device),
+    })
+    for name, values in result.per_function.items():
+        metrics[f"reward/{name}/mean"] = float(torch.nanmean(values)) if not values.isnan().all() else float("nan")
+    return metrics
+
+
+def run_eval(p: Parts, step: int) -> dict[str, float]:
+    cfg = p.cfg
+    out = evaluate(p.engine, p.tokenizer, p.eval_rows, p.eval_ids, p.rewards,
+                   max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                   stop=cfg.rollout.stop, ks=cfg.eval.k, temperature=cfg.rollout.temperature,
+                   top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                   success_threshold=cfg.algorithm.success_threshold, seed=_step_seed(cfg.seed + 1, step))
+    with open(cfg.run_dir / "eval.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, **out}) + "\n")
+    return out
+
+
+def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any]:
+    """Train to `cfg.train.steps`; with `resume`, continue from the run's last checkpoint."""
+    t_start = time.perf_counter()
+    run_dir = cfg.run_dir
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"{run_dir} already holds checkpoints (last: {ckpt.name}); pass --resume "
+                              "to continue that run, or choose another output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    p = build(cfg)
+
+    state: dict[str, Any] = {"rl_seconds": 0.0, "accuracy_before": None}
+    if resume and ckpt is not None:
+        state.update(load_checkpoint(ckpt, model=p.model, optimizer=p.learner.optimizer,
+                                     scheduler=p.learner.scheduler))
+        p.sampler.load_state_dict(state["sampler"])
+        truncate_jsonl(run_dir / "eval.jsonl", state["step"])
+    start = int(state.get("step", 0))
+    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
+                           config=cfg.model_dump(mode="json"), resume_step=start if resume else None,
+                           console=console, console_every=cfg.logging.console_every)
+    total, trainable = count_parameters(p.model)
+    if console is not None:
+        console.print(f"[bold]postrl train[/] {cfg.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M "
+                      f"trainable), {len(p.train_rows)} train / {len(p.eval_rows)} eval prompts, "
+                      f"steps {start}->{cfg.train.steps}, run dir {run_dir}")
+    if start == 0 and cfg.eval.before and p.eval_rows:
+        state["accuracy_before"] = run_eval(p, 0)["accuracy"]
+
+    metrics: dict[str, float] = {}
+    with progress_bar(console, cfg.logging.progress, "RL", cfg.train.steps, start) as advance:
+        for step in range(start, cfg.train.steps):
+            t0 = time.perf_counter()
+            metrics = rl_step(p, step)
+            done = step + 1
+            if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.train.steps:
+                metrics["eval/accuracy"] = run_eval(p, done)["accuracy"]
+            state["rl_seconds"] += time.perf_counter() - t0
+            logger.log(done, metrics)
+            advance(reward=metrics["reward/mean"], acc=metrics["accuracy"])
+            if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
+                state.update(step=done, sampler=p.sampler.state_dict())
+                save_checkpoint(run_dir, done, model=p.model, tokenizer=p.tokenizer,
+                                optimizer=p.learner.optimizer, scheduler=p.learner.scheduler,
+                                state=state, keep_last=cfg.checkpoint.keep_last)
+    logger.close()
+
+    final = run_eval(p, cfg.train.steps) if p.eval_rows else {}
+    summary = {"name": cfg.name, "rl_steps": cfg.train.steps, "rl_seconds": round(state["rl_seconds"], 3),
+               "total_seconds": round(time.perf_counter() - t_start, 3),
+               "accuracy_before": state["accuracy_before"], "accuracy_after": final.get("accuracy"),
+               **{f"eval/{k}": v for k, v in final.items()},
+               **{f"last/{k}": v for k, v in metrics.items()}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _step_seed(seed: int, step: int) -> int:
+    # a per-step seed makes each step's sampling independent of how the run was split by resumes
+    return (seed * 1_000_003 + step * 7_919) % (2**62)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

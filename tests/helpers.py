@@ -1,0 +1,41 @@
+"""Shared test helpers: hand-built rollout batches and tiny configs."""
+
+from __future__ import annotations
+
+import torch
+
+from postrl.rollout.batch import RolloutBatch
+
+
+def make_batch(rewards, group_ids, lengths=None, T=None, token_rewards=None) -> RolloutBatch:
+    """A RolloutBatch with given per-sequence rewards/groups and completion lengths."""
+    B = len(rewards)
+    lengths = lengths or [3] * B
+    T = T or max(lengths)
+    mask = torch.zeros(B, T)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    return RolloutBatch(
+        prompt_ids=torch.ones(B, 2, dtype=torch.long), prompt_mask=torch.ones(B, 2, dtype=torch.long),
+        completion_ids=torch.ones(B, T, dtype=torch.long), completion_mask=mask.long(), loss_mask=mask,
+        behavior_logprobs=torch.zeros(B, T), group_ids=torch.tensor(group_ids),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        token_rewards=None if token_rewards is None else torch.tensor(token_rewards, dtype=torch.float32),
+    )
+
+
+TINY_MODEL = {"name_or_path": "tiny", "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                                               "num_kv_heads": 1, "intermediate_size": 64}}
+
+
+def tiny_rl_config(tmp_path, **overrides):
+    """A seconds-long RL config on the tiny model and the arithmetic task."""
+    from postrl.config import RLConfig, resolve
+
+    raw = {"name": "t", "output_dir": str(tmp_path / "run"), "model": TINY_MODEL,
+           "data": {"source": "task:arithmetic", "task_kwargs": {"level": 1}},
+           "rollout": {"n": 4, "max_new_tokens": 4},
+           "train": {"steps": 2, "prompts_per_step": 4, "lr": 1e-3, "micro_batch_size": 8},
+           "eval": {"limit": 8, "before": False}, "checkpoint": {"every": 1, "keep_last": 2},
+           "logging": {"progress": False}}
+    return resolve(RLConfig, raw, overrides, source="test config")

@@ -1,0 +1,104 @@
+"""The hf engine: same greedy tokens as HF generate, exact behaviour log-probs, masks, stops."""
+
+import pytest
+import torch
+
+from postrl.learner.logprobs import completion_logprobs
+from postrl.learner.tiny import build_model, build_tokenizer
+from postrl.rollout.batch import RolloutBatch
+from postrl.rollout.engines import SamplingParams
+from postrl.rollout.hf_engine import HFEngine
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_tokenizer()
+    model = build_model(tok, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                        init_seed=3)
+    model.eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7="]]
+    return tok, model, prompts
+
+
+def test_greedy_matches_hf_generate_with_left_padding(tiny):
+    tok, model, prompts = tiny
+    ours = HFEngine(model, tok).generate(prompts, SamplingParams(n=1, max_new_tokens=6, greedy=True))
+    for i, p in enumerate(prompts):  # HF generate one prompt at a time: no padding involved
+        ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)[0, len(p):]
+        n = int(ours.completion_mask[i].sum())
+        assert ours.completion_ids[i, :n].tolist() == ref[:n].tolist()
+
+
+def test_behavior_logprobs_equal_the_learners_logprobs(tiny):
+    tok, model, prompts = tiny
+    batch = HFEngine(model, tok).generate(prompts, SamplingParams(n=4, temperature=0.7, max_new_tokens=6), seed=1)
+    with torch.no_grad():
+        logp, _ = completion_logprobs(model, batch, temperature=0.7)
+    assert torch.allclose(logp * batch.loss_mask, batch.behavior_logprobs, atol=1e-5)
+
+
+def test_n_samples_per_prompt_share_a_group_and_seed_reproduces(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    a = engine.generate(prompts, SamplingParams(n=3, max_new_tokens=5), seed=7)
+    b = engine.generate(prompts, SamplingParams(n=3, max_new_tokens=5), seed=7)
+    assert a.group_ids.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.prompt_ids[3], a.prompt_ids[4])
+
+
+def test_micro_batches_do_not_change_greedy_results(tiny):
+    tok, model, prompts = tiny
+    p = SamplingParams(n=2, max_new_tokens=5, greedy=True)
+    one = HFEngine(model, tok, micro_batch_size=64).generate(prompts, p)
+    many = HFEngine(model, tok, micro_batch_size=2).generate(prompts, p)
+    assert torch.equal(one.completion_ids, many.completion_ids)
+
+
+def test_eos_ends_a_sequence_and_is_kept_in_the_mask():
+    tok = build_tokenizer()
+    model = build_model(tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    bias = torch.zeros(len(tok))
+    bias[tok.eos_token_id] = 100.0  # EOS becomes the argmax after every context
+    model.lm_head.register_forward_hook(lambda module, args, out: out + bias)
+    batch = HFEngine(model, tok).generate([[5, 6]], SamplingParams(n=1, max_new_tokens=4, greedy=True))
+    assert batch.completion_mask.tolist() == [[1]]  # trimmed: one real token, EOS itself
+    assert batch.completion_ids[0, 0] == tok.eos_token_id and batch.metadata["finish_reason"] == ["stop"]
+
+
+def test_length_limit_sets_finish_reason_length(tiny):
+    tok, model, prompts = tiny
+    batch = HFEngine(model, tok).generate(prompts[:1], SamplingParams(n=1, max_new_tokens=2, greedy=True))
+    if batch.completion_mask.sum() == 2:
+        assert batch.metadata["finish_reason"] == ["length"]
+
+
+def test_stop_strings_end_generation_after_the_match(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    free = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=8, greedy=True))
+    text = tok.decode(free.completion_ids[0][free.completion_mask[0].bool()])
+    stop = text[1:3] if len(text) >= 3 else text[:1]
+    stopped = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=8, greedy=True, stop=[stop]))
+    out = tok.decode(stopped.completion_ids[0][stopped.completion_mask[0].bool()])
+    assert out.endswith(stop) and len(out) <= len(text) and stopped.metadata["finish_reason"][0] == "stop"
+
+
+def test_top_k_one_is_greedy(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    greedy = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, greedy=True))
+    topk = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, top_k=1), seed=3)
+    assert torch.equal(greedy.completion_ids, topk.completion_ids)
+
+
+def test_batch_concat_repads_prompts_left_and_completions_right(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    a = engine.generate(prompts[:1], SamplingParams(n=1, max_new_tokens=2, greedy=True))
+    b = engine.generate(prompts[1:2], SamplingParams(n=1, max_new_tokens=5, greedy=True))
+    both = RolloutBatch.concat([a, b])
+    assert both.prompt_ids.shape[1] == max(a.prompt_ids.shape[1], b.prompt_ids.shape[1])
+    assert both.prompt_mask[0, -1] == 1 and both.completion_mask[0, 0] == 1
+    assert torch.equal(both.select([1]).trimmed().completion_ids, b.completion_ids[:, :both.completion_mask[1].sum()])

@@ -1,0 +1,82 @@
+"""Config: YAML + presets + --set overrides; every error names the key and what is allowed."""
+
+import pytest
+
+from postrl.config import ConfigError, RLConfig, SFTConfig, load_config, parse_overrides, resolve
+
+
+def test_overrides_are_parsed_as_yaml_and_set_dotted_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rollout:\n  n: 4\nalgorithm:\n  preset: rloo\n")
+    cfg = load_config(path, ["rollout.n=8", "algorithm.advantage=grpo", 'rollout.stop=["\\n"]', "train.bf16=true"])
+    assert cfg.rollout.n == 8 and cfg.algorithm.advantage == "grpo" and cfg.rollout.stop == ["\n"]
+    assert cfg.algorithm.loss == "reinforce"  # from the preset, not overridden
+    assert cfg.train.bf16 is True
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError) as e:
+        resolve(RLConfig, {"rollout": {"temprature": 1.0}})
+    assert "rollout.temprature" in str(e.value) and "did you mean 'temperature'" in str(e.value)
+
+
+def test_wrong_type_names_the_key_and_value():
+    with pytest.raises(ConfigError, match=r"`rollout.n` = 'many'"):
+        resolve(RLConfig, {"rollout": {"n": "many"}})
+
+
+def test_out_of_range_value_is_an_error():
+    with pytest.raises(ConfigError, match="rollout.temperature"):
+        resolve(RLConfig, {"rollout": {"temperature": 0}})
+
+
+@pytest.mark.parametrize("key,value,kind", [
+    ("algorithm.advantage", "grpoo", "advantage estimator"),
+    ("algorithm.loss", "ppo", "policy loss"),
+    ("sampler.name", "random", "sampler"),
+    ("rollout.engine", "sglang", "rollout engine"),
+])
+def test_unknown_registry_name_lists_the_valid_names(key, value, kind):
+    with pytest.raises(ConfigError) as e:
+        resolve(RLConfig, {}, {key: value})
+    assert f"unknown {kind} '{value}'" in str(e.value) and "valid names:" in str(e.value)
+
+
+def test_unknown_reward_and_bad_reward_kwargs():
+    with pytest.raises(ConfigError, match=r"rewards\[0\].name: unknown reward .exact."):
+        resolve(RLConfig, {"rewards": [{"name": "exact"}]})
+    with pytest.raises(ConfigError, match="takes no parameter 'stripp'"):
+        resolve(RLConfig, {"rewards": [{"name": "exact_match", "kwargs": {"stripp": True}}]})
+
+
+def test_unknown_loss_kwarg_lists_the_loss_parameters():
+    with pytest.raises(ConfigError, match="its parameters are: clip_high, clip_low"):
+        resolve(RLConfig, {"algorithm": {"loss_kwargs": {"clip": 0.3}}})
+
+
+def test_unknown_preset_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'grpo'"):
+        resolve(RLConfig, {"algorithm": {"preset": "gpro"}})
+
+
+def test_kl_in_reward_without_coefficient_is_rejected():
+    with pytest.raises(ConfigError, match="kl_in_reward"):
+        resolve(RLConfig, {"algorithm": {"kl_in_reward": True}})
+
+
+def test_bad_override_syntax_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["rollout.n"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_sft_config_has_its_own_schema():
+    cfg = resolve(SFTConfig, {"train": {"steps": 3}})
+    assert cfg.train.steps == 3 and cfg.train.lr == 1e-5
+    with pytest.raises(ConfigError, match="unknown key `rollout`"):
+        resolve(SFTConfig, {"rollout": {"n": 2}})

@@ -1,0 +1,22 @@
+"""Every example config validates (the real-model ones without loading the model)."""
+
+from pathlib import Path
+
+import pytest
+
+from postrl.config import RLConfig, SFTConfig, load_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_config_validates(path):
+    schema = SFTConfig if "sft" in path.name else RLConfig
+    cfg = load_config(path, schema=schema)
+    assert cfg.name
+
+
+def test_gsm8k_example_targets_the_real_model_and_math_verify():
+    cfg = load_config(EXAMPLES[0].parent / "gsm8k_grpo.yaml")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert cfg.rewards[0].name == "math_verify" and cfg.algorithm.kl_coef == 0.04
