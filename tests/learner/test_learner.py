@@ -90,3 +90,14 @@ def test_schedules_warm_up_then_decay():
         sched.step()
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and abs(lrs[2] - 1.0) < 1e-9
     assert lrs[-1] < lrs[5] < lrs[2] and min(lrs[2:]) >= 0.1
+
+
+def test_entropy_bonus_adds_a_gradient_and_bf16_autocast_runs(setup):
+    tok, model, batch, adv = setup
+    zero = torch.zeros_like(adv)
+    plain = Learner(copy.deepcopy(model), None, OptimSection(lr=1e-3), total_updates=1, device=torch.device("cpu"))
+    assert plain.train_on_batch(copy.deepcopy(batch), zero, LossSpec())["grad_norm"] == 0.0
+    bonus = Learner(copy.deepcopy(model), None, OptimSection(lr=1e-3, bf16=True), total_updates=1,
+                    device=torch.device("cpu"))
+    m = bonus.train_on_batch(copy.deepcopy(batch), zero, LossSpec(entropy_coef=0.01))
+    assert bonus.bf16 and m["grad_norm"] > 0 and m["loss"] < 0  # loss = -coef * entropy

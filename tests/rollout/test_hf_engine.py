@@ -102,3 +102,11 @@ def test_batch_concat_repads_prompts_left_and_completions_right(tiny):
     assert both.prompt_ids.shape[1] == max(a.prompt_ids.shape[1], b.prompt_ids.shape[1])
     assert both.prompt_mask[0, -1] == 1 and both.completion_mask[0, 0] == 1
     assert torch.equal(both.select([1]).trimmed().completion_ids, b.completion_ids[:, :both.completion_mask[1].sum()])
+
+
+def test_tiny_top_p_keeps_only_the_most_likely_token(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    greedy = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, greedy=True))
+    nucleus = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, top_p=1e-6), seed=5)
+    assert torch.equal(greedy.completion_ids, nucleus.completion_ids)

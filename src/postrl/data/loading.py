@@ -200,16 +200,21 @@ def _hub_records(name: str, split: str, subset: str | None) -> list[dict]:
     return ds.to_list()
 
 
-# --------------------------------------------------------------------------------- RL prompts
-def load_prompt_dataset(cfg: DataSection, split: str | None = None,
-                        source: str | None = None) -> PromptDataset:
-    """Load `source` (default `cfg.source`) split `split` (default `cfg.split`) as RL prompts."""
+def _limited_records(cfg: DataSection, split: str | None, source: str | None) -> tuple[list[dict], str]:
     records, where = load_records(source or cfg.source, split=split or cfg.split,
                                   subset=cfg.subset, task_kwargs=cfg.task_kwargs)
     if cfg.limit is not None:
         records = records[:cfg.limit]
     if not records:
         raise DataError(f"{where}: no rows; check data.source and the split")
+    return records, where
+
+
+# --------------------------------------------------------------------------------- RL prompts
+def load_prompt_dataset(cfg: DataSection, split: str | None = None,
+                        source: str | None = None) -> PromptDataset:
+    """Load `source` (default `cfg.source`) split `split` (default `cfg.split`) as RL prompts."""
+    records, where = _limited_records(cfg, split, source)
     pattern = _compile_pattern(cfg.answer_pattern)
     rows = [_prompt_row(i, rec, cfg, pattern, where) for i, rec in enumerate(records)]
     return PromptDataset(rows, where)
@@ -298,12 +303,7 @@ def load_sft_dataset(cfg: DataSection, split: str | None = None,
     assistant message is the completion, everything before it the prompt), `text` (prompt "",
     completion = text). `prompt_template` and `answer_pattern` do not apply; `system_prompt` does.
     """
-    records, where = load_records(source or cfg.source, split=split or cfg.split,
-                                  subset=cfg.subset, task_kwargs=cfg.task_kwargs)
-    if cfg.limit is not None:
-        records = records[:cfg.limit]
-    if not records:
-        raise DataError(f"{where}: no rows; check data.source and the split")
+    records, where = _limited_records(cfg, split, source)
     return [_sft_row(i, rec, cfg, where) for i, rec in enumerate(records)]
 
 

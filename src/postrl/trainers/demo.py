@@ -18,15 +18,17 @@ from pathlib import Path
 
 from postrl.config import RLConfig, SFTConfig, resolve
 
-TINY = {"arch": "qwen2", "hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2,
-        "intermediate_size": 512}
+# 0.44M parameters: on a slow 2-core VM a 3-layer width-96 model learns 2-digit addition in a few
+# hundred steps at half the step time of the 1M width-128 one.
+TINY = {"arch": "qwen2", "hidden_size": 96, "num_layers": 3, "num_heads": 4, "num_kv_heads": 2,
+        "intermediate_size": 384}
 TASK = {"source": "task:arithmetic", "task_kwargs": {"level": 2}}
 
 SFT = {
     "name": "sft", "model": {"name_or_path": "tiny", "tiny": TINY}, "data": TASK,
-    "train": {"steps": 1500, "batch_size": 64, "micro_batch_size": 64, "lr": 1e-3, "warmup_steps": 50,
-              "schedule": "cosine", "min_lr_ratio": 0.1},
-    "checkpoint": {"every": 500, "keep_last": 1}, "logging": {"console_every": 100000},
+    # stopped mid-way on purpose (greedy accuracy ~0.5-0.8): the RL stage has something to fix
+    "train": {"steps": 380, "batch_size": 128, "micro_batch_size": 128, "lr": 2e-3, "warmup_steps": 50},
+    "checkpoint": {"every": 150, "keep_last": 1}, "logging": {"console_every": 100000},
 }
 
 GRPO = {
@@ -34,7 +36,7 @@ GRPO = {
     "rollout": {"n": 8, "temperature": 1.0, "max_new_tokens": 8},
     "rewards": [{"name": "exact_match"}],
     "algorithm": {"preset": "grpo", "kl_coef": 0.0},
-    "train": {"steps": 150, "prompts_per_step": 16, "lr": 1e-4, "micro_batch_size": 128, "max_grad_norm": 1.0},
+    "train": {"steps": 200, "prompts_per_step": 16, "lr": 1e-4, "micro_batch_size": 128, "max_grad_norm": 1.0},
     "eval": {"limit": 500, "every": 25},
     "checkpoint": {"every": 50, "keep_last": 1}, "logging": {"console_every": 100000},
 }

@@ -9,7 +9,6 @@ is one iteration, `train` adds evaluation, logging, checkpoints and exact resume
 from __future__ import annotations
 
 import json
-import random
 import resource
 import time
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ from typing import Any
 import torch
 
 from postrl.algorithms import ADVANTAGES, kl_penalty
-from postrl.config import RLConfig, dump_config
+from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
-from postrl.learner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import Learner, LossSpec
 from postrl.learner.models import count_parameters, load_model, load_reference, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
@@ -30,6 +29,7 @@ from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.progress import progress_bar
+from postrl.trainers.run_dir import start_run
 from postrl.trainers.scoring import primary_success, score_batch
 
 
@@ -137,18 +137,11 @@ def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any
     """Train to `cfg.train.steps`; with `resume`, continue from the run's last checkpoint."""
     t_start = time.perf_counter()
     run_dir = cfg.run_dir
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise FileExistsError(f"{run_dir} already holds checkpoints (last: {ckpt.name}); pass --resume "
-                              "to continue that run, or choose another output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    ckpt = start_run(cfg, resume)
     p = build(cfg)
 
     state: dict[str, Any] = {"rl_seconds": 0.0, "accuracy_before": None}
-    if resume and ckpt is not None:
+    if ckpt is not None:
         state.update(load_checkpoint(ckpt, model=p.model, optimizer=p.learner.optimizer,
                                      scheduler=p.learner.scheduler))
         p.sampler.load_state_dict(state["sampler"])

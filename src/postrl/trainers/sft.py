@@ -8,20 +8,20 @@ Data order comes from the `uniform` sampler, so a resumed run sees the same batc
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
 import torch
 
-from postrl.config import SFTConfig, dump_config
+from postrl.config import SFTConfig
 from postrl.data import encode_sft, load_sft_dataset
-from postrl.learner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger
 from postrl.trainers.progress import progress_bar
+from postrl.trainers.run_dir import start_run
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, loss_on: str):
@@ -49,14 +49,7 @@ def sft_loss_sum(model, ids, attn, labels) -> tuple[torch.Tensor, torch.Tensor]:
 def train(cfg: SFTConfig, *, resume: bool = False, console=None) -> dict[str, Any]:
     t_start = time.perf_counter()
     run_dir = cfg.run_dir
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise FileExistsError(f"{run_dir} already holds checkpoints (last: {ckpt.name}); pass --resume "
-                              "to continue that run, or choose another output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    ckpt = start_run(cfg, resume)
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer, device)
@@ -68,7 +61,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, console=None) -> dict[str, An
     bf16 = use_bf16(cfg.train, device)
 
     state: dict[str, Any] = {"step": 0, "sft_seconds": 0.0}
-    if resume and ckpt is not None:
+    if ckpt is not None:
         state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
         sampler.load_state_dict(state["sampler"])
     start = int(state["step"])
