@@ -74,3 +74,14 @@ def test_reward_rises_on_a_dense_task_within_a_bounded_number_of_steps(tmp_path)
     rewards = [json.loads(x)["reward/mean"] for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.2, (first, last)
+
+
+def test_a_single_file_source_without_eval_source_is_not_evaluated_on_its_own_rows(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(6)))
+    cfg = tiny_rl_config(tmp_path, **{"data": {"source": str(data)}, "train.steps": 1})
+    summary = rl.train(cfg)
+    assert summary["accuracy_after"] is None and not (cfg.run_dir / "eval.jsonl").exists()
+    held_out = tiny_rl_config(tmp_path / "b", **{"data": {"source": str(data), "eval_source": str(data)},
+                                                 "train.steps": 1})
+    assert rl.train(held_out)["accuracy_after"] is not None

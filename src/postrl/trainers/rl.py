@@ -57,7 +57,9 @@ def build(cfg: RLConfig) -> Parts:
     spec = LossSpec.from_config(cfg.algorithm, max_tokens=cfg.rollout.max_new_tokens)
     ref = load_reference(cfg.model, model, tokenizer, device) if spec.kl_coef > 0 else None
     train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
-    eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    eval_rows, eval_ids = [], []
+    if not _single_file_without_eval(cfg):  # a file is one split: evaluating on it would be on train data
+        eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
     updates = cfg.train.steps * cfg.train.epochs * cfg.train.mini_batches
     learner = Learner(model, ref, cfg.train, total_updates=updates, device=device,
                       temperature=cfg.rollout.temperature)
@@ -65,6 +67,11 @@ def build(cfg: RLConfig) -> Parts:
     engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
     return Parts(cfg, device, tokenizer, model, engine, learner, spec, RewardSet(cfg.rewards), sampler,
                  train_rows, train_ids, eval_rows, eval_ids)
+
+
+def _single_file_without_eval(cfg: RLConfig) -> bool:
+    suffixes = (".jsonl", ".json", ".parquet", ".csv")
+    return cfg.data.eval_source is None and cfg.data.source.lower().endswith(suffixes)
 
 
 def _encode(cfg, tokenizer, split, source, limit=None):
@@ -155,6 +162,9 @@ def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any
         console.print(f"[bold]postrl train[/] {cfg.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M "
                       f"trainable), {len(p.train_rows)} train / {len(p.eval_rows)} eval prompts, "
                       f"steps {start}->{cfg.train.steps}, run dir {run_dir}")
+    if console is not None and not p.eval_rows:
+        console.print("[yellow]no evaluation: data.source is a single file (one split); set "
+                      "data.eval_source to a held-out file to measure accuracy[/]")
     if start == 0 and cfg.eval.before and p.eval_rows:
         state["accuracy_before"] = run_eval(p, 0)["accuracy"]
 
