@@ -76,6 +76,11 @@ class PromptDataset:
 
 
 # ------------------------------------------------------------------------------------- sources
+def is_single_file(source: str) -> bool:
+    """True when `source` is a data file: it holds one split, so there is no held-out part."""
+    return Path(source).suffix.lower() in FILE_SUFFIXES
+
+
 def load_records(source: str, *, split: str = "train", subset: str | None = None,
                  task_kwargs: dict | None = None) -> tuple[list[dict], str]:
     """Raw rows of `source` and a short description of it for messages (e.g. "data/x.jsonl")."""
@@ -84,7 +89,7 @@ def load_records(source: str, *, split: str = "train", subset: str | None = None
     path = Path(source).expanduser()
     if path.is_dir():
         return _dir_records(path, split), str(path)
-    if path.suffix.lower() in FILE_SUFFIXES:
+    if is_single_file(source):
         if not path.is_file():
             raise DataError(f"data file {source} does not exist; check data.source / data.eval_source")
         return _file_records(path), str(path)

@@ -19,6 +19,7 @@ import torch
 from postrl.algorithms import ADVANTAGES, kl_penalty
 from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
+from postrl.data.loading import is_single_file
 from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import Learner, LossSpec
 from postrl.learner.models import count_parameters, load_model, load_reference, load_tokenizer, resolve_device
@@ -58,7 +59,7 @@ def build(cfg: RLConfig) -> Parts:
     ref = load_reference(cfg.model, model, tokenizer, device) if spec.kl_coef > 0 else None
     train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
     eval_rows, eval_ids = [], []
-    if not _single_file_without_eval(cfg):  # a file is one split: evaluating on it would be on train data
+    if cfg.data.eval_source is not None or not is_single_file(cfg.data.source):  # else eval = train rows
         eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
     updates = cfg.train.steps * cfg.train.epochs * cfg.train.mini_batches
     learner = Learner(model, ref, cfg.train, total_updates=updates, device=device,
@@ -67,11 +68,6 @@ def build(cfg: RLConfig) -> Parts:
     engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
     return Parts(cfg, device, tokenizer, model, engine, learner, spec, RewardSet(cfg.rewards), sampler,
                  train_rows, train_ids, eval_rows, eval_ids)
-
-
-def _single_file_without_eval(cfg: RLConfig) -> bool:
-    suffixes = (".jsonl", ".json", ".parquet", ".csv")
-    return cfg.data.eval_source is None and cfg.data.source.lower().endswith(suffixes)
 
 
 def _encode(cfg, tokenizer, split, source, limit=None):
@@ -162,7 +158,7 @@ def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any
         console.print(f"[bold]postrl train[/] {cfg.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M "
                       f"trainable), {len(p.train_rows)} train / {len(p.eval_rows)} eval prompts, "
                       f"steps {start}->{cfg.train.steps}, run dir {run_dir}")
-    if console is not None and not p.eval_rows:
+    if console is not None and cfg.data.eval_source is None and is_single_file(cfg.data.source):
         console.print("[yellow]no evaluation: data.source is a single file (one split); set "
                       "data.eval_source to a held-out file to measure accuracy[/]")
     if start == 0 and cfg.eval.before and p.eval_rows:
