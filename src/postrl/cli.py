@@ -1,4 +1,4 @@
-"""The `postrl` command: train | sft | eval | demo | algos | plot.
+"""The `postrl` command: train | sft | eval | demo | algos | plot | bench.
 
 Heavy imports (torch, transformers) happen inside each command, so `postrl --help` answers at
 once. Expected failures (bad config, bad data, missing files) print one clear message and exit
@@ -102,6 +102,65 @@ def cmd_plot(args) -> None:
     print(path)
 
 
+def cmd_bench(args) -> None:
+    import subprocess
+    from pathlib import Path
+
+    import postrl
+
+    root = find_benchmarks_root([Path.cwd(), Path(postrl.__file__).resolve().parent])
+    available = list_benchmarks(root / "benchmarks")
+    if args.list:
+        width = max(map(len, available), default=0)
+        for name, doc in available.items():
+            print(f"{name:<{width}}  {doc}")
+        return
+    if args.name not in available:
+        given = f"unknown benchmark {args.name!r}" if args.name else "give a benchmark name"
+        raise ValueError(f"{given}; valid names: {', '.join(available) or '(none)'} (see postrl bench --list)")
+    # the benchmark's own exit status becomes ours; its output goes straight to the terminal
+    code = subprocess.call([sys.executable, "-m", f"benchmarks.{args.name}", *args.args], cwd=root)
+    if code:
+        raise SystemExit(code)
+
+
+def find_benchmarks_root(starts):
+    """The first directory holding `benchmarks/__init__.py`, walking up from each of `starts`."""
+    for start in starts:
+        for d in (start, *start.parents):
+            if (d / "benchmarks" / "__init__.py").is_file():
+                return d
+    raise FileNotFoundError("no benchmarks/ folder above " + " or ".join(str(s) for s in starts)
+                            + ": the benchmarks live in the postrl source checkout, not in the installed "
+                            "package; run `postrl bench` from inside a clone of the repository")
+
+
+def list_benchmarks(folder) -> dict[str, str]:
+    """name -> first docstring line of every runnable module in `folder` (one with a
+    `if __name__ == "__main__":` block), read with `ast` so nothing heavy is imported."""
+    import ast
+
+    out = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(_is_main_guard(node) for node in tree.body):
+            doc = ast.get_docstring(tree) or ""
+            out[path.stem] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return out
+
+
+def _is_main_guard(node) -> bool:
+    import ast
+
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+
+
 def _overrides(args) -> list[str]:
     out = list(args.set or [])
     if getattr(args, "out", None):
@@ -168,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("bench", help="run a benchmark script of the source checkout (benchmarks/NAME.py)",
+                       description="Runs `python -m benchmarks.NAME ARGS...` with the repository root as the "
+                       "working directory (so relative paths in ARGS are relative to it).")
+    p.add_argument("--list", action="store_true", help="list the benchmarks with their one-line descriptions")
+    p.add_argument("name", nargs="?", help="benchmark module, e.g. vs_trl")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (e.g. --quick)")
+    p.set_defaults(fn=cmd_bench)
     return parser
 
 

@@ -130,6 +130,10 @@ class RolloutSection(Section):
     """Stop strings; generation of a sequence ends after the first token that completes one."""
     micro_batch_size: int = Field(256, ge=1)
     """Sequences generated together: bounds rollout memory."""
+    engine_kwargs: dict[str, Any] = {}
+    """Extra engine options (vllm: gpu_memory_utilization, tensor_parallel_size, enable_sleep_mode, ...)."""
+    compile: bool = False
+    """`torch.compile` the engine's decode step (pays off on GPUs; compile time dominates short CPU runs)."""
 
 
 class RewardSpec(Section):
@@ -156,6 +160,12 @@ class AlgorithmSection(Section):
     forward), else one recompute before the first update; behavior: the engine's log-probs."""
     success_threshold: float = 1.0
     """A completion counts as correct when the first reward function gives >= this."""
+    rollout_is: Literal["auto", "none", "token", "sequence"] = "auto"
+    """Truncated importance-sampling correction for the gap between the sampling policy and the
+    learner (stale asynchronous rollouts, or an engine whose numerics differ): the per-token loss
+    is multiplied by min(pi_old / pi_behavior, rollout_is_cap), per token or per sequence.
+    auto: token-level when `distributed.max_off_policy_steps > 0`, else none."""
+    rollout_is_cap: float = Field(2.0, ge=1)
 
 
 # -------------------------------------------------------------------------------------- learner
@@ -172,6 +182,11 @@ class OptimSection(Section):
     """Sequences per forward/backward; gradients accumulate over micro-batches."""
     bf16: bool | None = None
     """bf16 autocast; None: on for CUDA devices that support it, off on CPU."""
+    prefix_sharing: bool = False
+    """Encode each group's shared prompt once per forward pass (Prefix Grouper, arXiv 2506.05433);
+    same gradients, less work when prompts are long relative to completions."""
+    packing: bool = False
+    """Pack variable-length sequences into fewer rows (no padding waste) in the learner's forward."""
 
 
 class TrainSection(OptimSection):
@@ -208,6 +223,32 @@ class LoggingSection(Section):
     progress: bool = True
 
 
+class DistributedSection(Section):
+    """Where the parts run. Defaults: everything in this one process."""
+
+    backend: Literal["local", "ray"] = "local"
+    """local: rollout, rewards and learner in this process (plus `learner_procs` data-parallel
+    processes); ray: rollout workers, reward workers and the learner are Ray actors."""
+    ray_address: str | None = None
+    """An existing Ray cluster (`auto`, `ray://head:10001`); None starts a local one."""
+    rollout_workers: int = Field(1, ge=1)
+    """Engine replicas; each step's prompts are split across them in contiguous shards."""
+    reward_workers: int = Field(0, ge=0)
+    """Ray actors that score completions (0: score in the driver)."""
+    worker_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per Ray actor (rollout, reward and learner workers)."""
+    worker_gpus: float = Field(0.0, ge=0)
+    """GPUs per rollout/learner actor (0 on CPU machines)."""
+    learner_procs: int = Field(1, ge=1)
+    """Data-parallel learner processes (torch.distributed: gloo on CPU, NCCL on GPU). With the local
+    backend `postrl train` starts them itself (or run it under `torchrun`)."""
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    """How the learner's parameters are held across `learner_procs`: replicated (DDP) or sharded (FSDP2)."""
+    max_off_policy_steps: int = Field(0, ge=0)
+    """0: synchronous on-policy training. k > 0: rollouts for steps t+1..t+k are generated while
+    step t trains; the batch trained at step t was sampled with the weights after update t-k."""
+
+
 class RLConfig(Section):
     name: str = "run"
     output_dir: str | None = None
@@ -223,6 +264,7 @@ class RLConfig(Section):
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     logging: LoggingSection = LoggingSection()
+    distributed: DistributedSection = DistributedSection()
 
     @model_validator(mode="after")
     def _check_names_and_combinations(self):
@@ -245,7 +287,26 @@ class RLConfig(Section):
         if a.kl_in_reward and a.kl_coef == 0:
             raise ValueError("algorithm.kl_in_reward is true but algorithm.kl_coef is 0; set a "
                              "positive kl_coef or drop kl_in_reward")
+        d, world = self.distributed, self.distributed.learner_procs
+        rows = self.train.prompts_per_step * self.rollout.n
+        if world > 1 and (rows // self.train.mini_batches) % world:
+            raise ValueError(f"distributed.learner_procs={world} must divide the rows of every mini-batch "
+                             f"(train.prompts_per_step * rollout.n / train.mini_batches = {rows} / "
+                             f"{self.train.mini_batches}); change prompts_per_step, n or learner_procs")
+        if world > 1 and rows % self.train.mini_batches:
+            raise ValueError(f"train.mini_batches={self.train.mini_batches} must divide the {rows} rows of "
+                             "a step when distributed.learner_procs > 1")
+        if d.max_off_policy_steps and d.backend == "local" and world > 1:
+            raise ValueError("distributed.max_off_policy_steps > 0 with learner_procs > 1 needs "
+                             "distributed.backend=ray (rollout workers generate while the learners train)")
         return self
+
+    @property
+    def rollout_is(self) -> str:
+        """The importance-sampling correction in effect (`algorithm.rollout_is` with auto resolved)."""
+        if self.algorithm.rollout_is != "auto":
+            return self.algorithm.rollout_is
+        return "token" if self.distributed.max_off_policy_steps > 0 else "none"
 
     @property
     def run_dir(self) -> Path:

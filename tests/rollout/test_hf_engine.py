@@ -1,4 +1,7 @@
-"""The hf engine: same greedy tokens as HF generate, exact behaviour log-probs, masks, stops."""
+"""The hf engine: same greedy tokens as HF generate, exact behaviour log-probs, masks, stops, and
+sampled tokens that do not depend on micro-batching, dropped rows, sharding or the cache kind."""
+
+import warnings
 
 import pytest
 import torch
@@ -110,3 +113,107 @@ def test_tiny_top_p_keeps_only_the_most_likely_token(tiny):
     greedy = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, greedy=True))
     nucleus = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=5, top_p=1e-6), seed=5)
     assert torch.equal(greedy.completion_ids, nucleus.completion_ids)
+
+
+def eos_prone_model(tok, bias=3.0):
+    """Tiny model whose EOS logit is raised, so rows finish at scattered steps when sampling."""
+    model = build_model(tok, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                        init_seed=4)
+    boost = torch.zeros(len(tok))
+    boost[tok.eos_token_id] = bias
+    model.lm_head.register_forward_hook(lambda module, args, out: out + boost)
+    return model.eval()
+
+
+def decode_batch_sizes(model):
+    """Records the batch size of every forward (prefill and decode steps) into the returned list."""
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    return sizes
+
+
+def assert_same_rollouts(a, b):
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.completion_mask, b.completion_mask)
+    assert a.metadata["finish_reason"] == b.metadata["finish_reason"]
+    assert torch.allclose(a.behavior_logprobs, b.behavior_logprobs, atol=1e-5)
+
+
+def test_sampled_tokens_do_not_depend_on_the_micro_batch_size(tiny):
+    tok, model, prompts = tiny
+    p = SamplingParams(n=4, temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=6)
+    one = HFEngine(model, tok, micro_batch_size=64).generate(prompts, p, seed=11)
+    many = HFEngine(model, tok, micro_batch_size=3).generate(prompts, p, seed=11)
+    assert_same_rollouts(one, many)
+    assert len({tuple(r) for r in one.completion_ids.tolist()}) > 1  # rows draw from different streams
+
+
+def test_dropping_finished_rows_changes_nothing():
+    tok = build_tokenizer()
+    model = eos_prone_model(tok)
+    sizes = decode_batch_sizes(model)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7=", "99-3="]]
+    p = SamplingParams(n=4, temperature=1.0, max_new_tokens=10)
+    kept = HFEngine(model, tok, compact_fraction=2.0).generate(prompts, p, seed=2)
+    assert set(sizes) == {16}
+    sizes.clear()
+    dropped = HFEngine(model, tok, compact_fraction=0.0).generate(prompts, p, seed=2)
+    assert min(sizes) < 16  # rows were really dropped ...
+    assert_same_rollouts(kept, dropped)  # ... and nothing changed
+    lengths = kept.completion_lengths()
+    assert lengths.min() < lengths.max()  # the case is a real one: rows finished at different steps
+
+
+def test_sharded_calls_concatenate_to_one_call(tiny):
+    tok, model, prompts = tiny
+    engine = HFEngine(model, tok)
+    p = SamplingParams(n=3, temperature=0.9, max_new_tokens=5)
+    whole = engine.generate(prompts, p, seed=5)
+    shards = [engine.generate(prompts[:1], p, seed=5, first_index=0),
+              engine.generate(prompts[1:], p, seed=5, first_index=1)]
+    assert shards[1].group_ids.tolist() == [0, 0, 0, 1, 1, 1]  # group ids stay local to the call
+    assert_same_rollouts(whole, RolloutBatch.concat(shards))
+    other = engine.generate(prompts[1:], p, seed=5, first_index=0)  # the offset is what keys the streams
+    assert not torch.equal(other.completion_ids, RolloutBatch.concat(shards[1:]).completion_ids)
+
+
+def test_llama_uses_the_static_cache_and_matches_hf_generate():
+    tok = build_tokenizer()
+    model = build_model(tok, arch="llama", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                        intermediate_size=64, init_seed=1).eval()
+    engine = HFEngine(model, tok)
+    assert engine.cache_fallback is None
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["5*5=", "100+1=", "3="]]
+    ours = engine.generate(prompts, SamplingParams(n=1, max_new_tokens=6, greedy=True))
+    for i, p in enumerate(prompts):
+        ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)[0, len(p):]
+        n = int(ours.completion_mask[i].sum())
+        assert ours.completion_ids[i, :n].tolist() == ref[:n].tolist()
+
+
+def test_dynamic_cache_fallback_samples_the_same_tokens():
+    tok = build_tokenizer()
+    static_model = eos_prone_model(tok, bias=2.0)
+    dynamic_model = eos_prone_model(tok, bias=2.0)
+    dynamic_model._can_compile_fullgraph = False  # as a model without static-cache support declares
+    with pytest.warns(UserWarning, match="dynamic KV cache"):
+        fallback = HFEngine(dynamic_model, tok, compact_fraction=0.0)
+    assert "_can_compile_fullgraph" in fallback.cache_fallback
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7="]]
+    p = SamplingParams(n=3, temperature=0.8, top_k=20, max_new_tokens=8)
+    assert_same_rollouts(HFEngine(static_model, tok).generate(prompts, p, seed=9), fallback.generate(prompts, p, seed=9))
+
+
+@pytest.mark.slow
+def test_compiled_decode_samples_the_same_tokens():
+    tok = build_tokenizer()
+    model = eos_prone_model(tok, bias=2.0)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7="]]
+    p = SamplingParams(n=4, temperature=0.8, max_new_tokens=8)
+    eager = HFEngine(model, tok).generate(prompts, p, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inductor's own warnings on CPU
+        compiled = HFEngine(model, tok, compile=True, compact_fraction=0.0).generate(prompts, p, seed=3)
+    assert_same_rollouts(eager, compiled)

@@ -27,17 +27,25 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimizer=None, scheduler=None,
-                    state: dict[str, Any] | None = None, keep_last: int = 2) -> Path:
+                    state: dict[str, Any] | None = None, keep_last: int = 2, weights=None,
+                    optimizer_state=None) -> Path:
+    """`weights` / `optimizer_state`: full state dicts gathered from a sharded (FSDP2) model, which
+    are saved instead of `model.state_dict()` / `optimizer.state_dict()`."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
+    if weights is not None:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     extra = {"rng": rng_state()}
-    if optimizer is not None:
+    if optimizer_state is not None:
+        extra["optimizer"] = optimizer_state
+    elif optimizer is not None:
         extra["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         extra["scheduler"] = scheduler.state_dict()
@@ -79,6 +87,25 @@ def load_checkpoint(path: str | Path, *, model, optimizer=None, scheduler=None) 
     return json.loads((path / STATE_FILE).read_text())
 
 
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(full weights, optimizer/scheduler/RNG extras, trainer state) of a full-model checkpoint."""
+    path = Path(path)
+    extra = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=False)
+    return read_weights(path), extra, json.loads((path / STATE_FILE).read_text())
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no .safetensors weights in this checkpoint")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
 def load_weights(model, path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -87,12 +114,7 @@ def load_weights(model, path: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
         return
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path}: no .safetensors weights in this checkpoint")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
+    state = read_weights(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     if isinstance(getattr(model, "_tied_weights_keys", None), dict):

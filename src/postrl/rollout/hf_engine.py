@@ -1,25 +1,46 @@
 """The `hf` engine: a lean KV-cached sampling loop on any HF causal LM.
 
-The prompt is encoded once (prefill), then one token per step is fed with the cache; the only
-per-token Python work is sampling and the stop check. Behaviour log-probs are those of the
-temperature-scaled distribution before top-p/top-k truncation, the same quantity the learner
-computes, so an on-policy ratio is exactly 1 up to numerics. Memory is bounded by generating
-`micro_batch_size` sequences at a time.
+The prompt is encoded once (prefill), then one token per step is fed with the cache. Three
+things keep the loop cheap:
+
+- a static KV cache (transformers' `StaticCache`) allocated once for prompt + max_new_tokens,
+  written in place, instead of `DynamicCache`'s `torch.cat` per layer per token. A model whose
+  cache is not plain keys/values (or that does not declare static-cache support) falls back to
+  the dynamic cache; `cache_fallback` says why;
+- finished rows are dropped: once `compact_fraction` of the active rows have hit EOS or a stop
+  string, the cache, masks and positions are indexed down to the live rows;
+- the only per-token Python work is sampling and the stop check (stop strings only when set).
+
+Sampling is batch-invariant (see `sampling.py`): row (prompt i, sample j) draws from its own
+stream keyed by `(seed, first_index + i, j)`, so its tokens do not depend on the micro-batch
+size, on dropping finished rows, or on how prompts are sharded across workers. Behaviour
+log-probs are those of the temperature-scaled distribution before top-p/top-k truncation, the
+quantity the learner computes, so an on-policy ratio is exactly 1 up to numerics. Memory is
+bounded by generating `micro_batch_size` sequences at a time.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from transformers import DynamicCache, StaticCache
+from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams
+from postrl.rollout.sampling import row_uniforms, sample_tokens
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, *, micro_batch_size: int = 256):
-        self.model = model
+    def __init__(self, model, tokenizer, *, micro_batch_size: int = 256, compile: bool = False,
+                 compact_fraction: float = 0.25):
+        """`compact_fraction`: drop finished rows once at least this share of the active rows has
+        finished (0 drops at every finish, above 1 never). Results do not depend on it."""
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
+        self.compile = compile
+        self.compact_fraction = compact_fraction
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = "
                              "tokenizer.eos_token) before generating")
@@ -32,23 +53,43 @@ class HFEngine:
         if not eos_ids or eos_ids == [None]:
             raise ValueError("neither the model's generation_config nor the tokenizer has an EOS token")
         self.eos_ids = torch.tensor(eos_ids, dtype=torch.long)
+        self.sync_weights(model)
 
     def sync_weights(self, model) -> None:
-        self.model = model  # same process, same tensors: nothing to copy
+        """Same process, same tensors: nothing to copy; only a new model object needs a new setup."""
+        if getattr(self, "model", None) is model:
+            return
+        self.model = model
+        self.cache_fallback = _static_cache_problem(model)
+        if self.cache_fallback:
+            warnings.warn(f"hf engine: using the dynamic KV cache because {self.cache_fallback}")
+        self._decode = model
+        if self.compile:
+            if self.cache_fallback:  # a growing cache changes shape every step: a recompile per token
+                warnings.warn("hf engine: compile=True ignored, it needs the static KV cache")
+            else:
+                # dynamic=None: the first shape is compiled static, a second one (a smaller batch
+                # after dropping finished rows, a longer cache) recompiles once with dynamic sizes.
+                self._decode = torch.compile(model, dynamic=None)
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], params: SamplingParams, seed: int = 0) -> RolloutBatch:
-        """n completions for each prompt; completions of prompt i get group id i."""
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams, seed: int = 0, *,
+                 first_index: int = 0) -> RolloutBatch:
+        """n completions for each prompt; completions of prompt i get group id i.
+
+        `first_index` is the global index of `prompt_ids[0]`: it keys the random streams, so a pool
+        that calls each worker with its shard's offset gets, concatenated, the result of one call.
+        """
         expanded = [p for p in prompt_ids for _ in range(params.n)]
+        keys = [(first_index + i, j) for i in range(len(prompt_ids)) for j in range(params.n)]
         group_ids = [i for i in range(len(prompt_ids)) for _ in range(params.n)]
-        gen = torch.Generator(device=self._device).manual_seed(int(seed))
         chunks = []
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(expanded), self.micro_batch_size):
-                part = expanded[start:start + self.micro_batch_size]
-                chunks.append(self._generate_chunk(part, params, gen))
+                end = start + self.micro_batch_size
+                chunks.append(self._generate_chunk(expanded[start:end], keys[start:end], params, seed))
         finally:
             self.model.train(was_training)
         batch = RolloutBatch.concat(chunks)
@@ -59,65 +100,81 @@ class HFEngine:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, gen) -> RolloutBatch:
-        device = self._device
+    def _generate_chunk(self, prompts: list[list[int]], keys: list[tuple[int, int]], params: SamplingParams,
+                        seed: int) -> RolloutBatch:
+        device, T = self._device, params.max_new_tokens
         B, P = len(prompts), max(len(p) for p in prompts)
         prompt_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
         prompt_mask = torch.zeros((B, P), dtype=torch.long)
         for i, p in enumerate(prompts):
             prompt_ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
             prompt_mask[i, P - len(p):] = 1
-        ids, attn = prompt_ids.to(device), prompt_mask.to(device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        eos_ids = self.eos_ids.to(device)
-
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        # Cache slot P + t holds completion token t for every row (prompts are left-padded), so
+        # the padding mask is fixed up front: ones on generated slots, whose future part the
+        # causal mask hides. The dynamic cache wants it cut to the slots written so far.
+        attn = torch.cat([prompt_mask, torch.ones((B, T), dtype=torch.long)], dim=1).to(device)
+        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        u = (torch.zeros(B, T) if params.greedy else row_uniforms(seed, keys, T)).to(device)
+        static = self.cache_fallback is None
+        if static:
+            cache = StaticCache(config=self.model.config, max_cache_len=P + T)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=prompt_ids.to(device), attention_mask=attn if static else attn[:, :P],
+                         position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1]
         next_pos = pos[:, -1:] + 1
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        stopped = torch.zeros(B, dtype=torch.bool, device=device)
+
+        # Outputs are indexed by chunk row; `rows` maps active rows (the batch being decoded) to them.
+        completion_ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=device)
+        behavior = torch.zeros((B, T), dtype=torch.float32, device=device)
         lengths = torch.zeros(B, dtype=torch.long, device=device)
-        tokens, logps = [], []
+        stopped = torch.zeros(B, dtype=torch.bool, device=device)
+        rows = torch.arange(B, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # per active row
+        eos_ids = self.eos_ids.to(device)
         stop_tail = max((len(s) for s in params.stop), default=0)
-        for t in range(params.max_new_tokens):
-            token, logp = _sample(logits, params, gen)
-            token = torch.where(done, torch.full_like(token, self.pad_id), token)
-            tokens.append(token)
-            logps.append(torch.where(done, torch.zeros_like(logp), logp))
-            lengths += (~done).long()  # a row's length includes the token that finishes it
+        steps = 0
+        for t in range(T):
+            token, logp = sample_tokens(logits, u[:, t], temperature=params.temperature, top_k=params.top_k,
+                                        top_p=params.top_p, greedy=params.greedy)
+            token = torch.where(done, self.pad_id, token)
+            completion_ids[rows, t] = token
+            behavior[rows, t] = torch.where(done, 0.0, logp)
+            lengths[rows] += (~done).long()  # a row's length includes the token that finishes it
             hit = torch.isin(token, eos_ids) & ~done
             if stop_tail:
-                hit |= self._stop_hits(tokens, done, params.stop, stop_tail)
-            stopped |= hit
+                tail = completion_ids[rows, max(0, t + 1 - stop_tail):t + 1]
+                hit |= self._stop_hits(tail, done, params.stop)
+            stopped[rows] |= hit
             done |= hit
-            if t + 1 == params.max_new_tokens or bool(done.all()):
+            steps = t + 1
+            n_done = int(done.sum())  # the one host sync per step
+            if steps == T or n_done == len(done):
                 break
-            attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=device)], dim=1)
-            out = self.model(input_ids=token[:, None], attention_mask=attn, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            if n_done and n_done >= self.compact_fraction * len(done) and _can_drop_rows(cache):
+                keep = (~done).nonzero().squeeze(-1)
+                _select_cache_rows(cache, keep)
+                rows, token, next_pos, attn, u = rows[keep], token[keep], next_pos[keep], attn[keep], u[keep]
+                done = done[keep]
+            out = self._decode(input_ids=token[:, None], attention_mask=attn if static else attn[:, :P + t + 1],
+                               position_ids=next_pos, past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1]
             next_pos = next_pos + 1
 
-        completion_ids = torch.stack(tokens, dim=1).cpu()
-        behavior = torch.stack(logps, dim=1).float().cpu()
-        positions = torch.arange(completion_ids.shape[1])[None, :]
-        completion_mask = (positions < lengths.cpu()[:, None]).long()
-        completion_ids = torch.where(completion_mask.bool(), completion_ids, self.pad_id)
-        behavior = behavior * completion_mask
-        finish = ["stop" if s else "length" for s in stopped.cpu().tolist()]
+        completion_mask = (torch.arange(steps, device=device)[None, :] < lengths[:, None]).long()
+        finish = ["stop" if s else "length" for s in stopped.tolist()]
         return RolloutBatch(
-            prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-            completion_mask=completion_mask, loss_mask=completion_mask.float(),
-            behavior_logprobs=behavior, group_ids=torch.zeros(B, dtype=torch.long),
+            prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids[:, :steps].cpu(),
+            completion_mask=completion_mask.cpu(), loss_mask=completion_mask.float().cpu(),
+            behavior_logprobs=behavior[:, :steps].cpu(), group_ids=torch.zeros(B, dtype=torch.long),
             metadata={"finish_reason": finish},
         )
 
-    def _stop_hits(self, tokens, done, stops, tail_chars) -> torch.Tensor:
+    def _stop_hits(self, tail: torch.Tensor, done: torch.Tensor, stops: list[str]) -> torch.Tensor:
         """Rows whose decoded tail now ends with a stop string (per-row Python: only with stops)."""
         hits = torch.zeros_like(done)
-        recent = torch.stack(tokens[-tail_chars:], dim=1).cpu().tolist()
-        for i, row in enumerate(recent):
+        for i, row in enumerate(tail.tolist()):
             if done[i]:
                 continue
             text = self.tokenizer.decode(row, skip_special_tokens=False)
@@ -126,25 +183,33 @@ class HFEngine:
         return hits
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next token and its log-prob under the temperature-scaled (untruncated) distribution."""
-    logits = logits.float()
-    if params.greedy:
-        logprobs = torch.log_softmax(logits, dim=-1)
-        token = logprobs.argmax(-1)
-        return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
-    logits = logits / params.temperature
-    logprobs = torch.log_softmax(logits, dim=-1)
-    filtered = logits
-    if params.top_k and params.top_k < logits.shape[-1]:
-        kth = torch.topk(filtered, params.top_k, dim=-1).values[:, -1:]
-        filtered = filtered.masked_fill(filtered < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(filtered, descending=True, dim=-1)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_logits, dim=-1) >= params.top_p  # keep the token crossing p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        filtered = torch.full_like(filtered, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(filtered, dim=-1)
-    token = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+def _static_cache_problem(model) -> str | None:
+    """Why `model` cannot decode with a preallocated cache whose rows we can drop, or None."""
+    name = type(model).__name__
+    # transformers' own flag for "runs with a StaticCache under torch.compile(fullgraph=True)"
+    if not getattr(model, "_can_compile_fullgraph", False):
+        return f"{name} does not declare static-cache support (_can_compile_fullgraph is False)"
+    try:
+        cache = StaticCache(config=model.config, max_cache_len=1)
+    except Exception as e:  # noqa: BLE001 - any failure means the same thing: use the dynamic cache
+        return f"transformers cannot build a StaticCache for {name} ({type(e).__name__}: {e})"
+    other = sorted({type(layer).__name__ for layer in cache.layers if not isinstance(layer, StaticLayer)})
+    if other:
+        return f"{name}'s cache has layers that hold more than keys and values ({', '.join(other)})"
+    return None
+
+
+def _can_drop_rows(cache) -> bool:
+    """Only plain key/value layers can be indexed by row (recurrent states may not be)."""
+    return all(isinstance(layer, (StaticLayer, DynamicLayer)) for layer in cache.layers)
+
+
+def _select_cache_rows(cache, keep: torch.Tensor) -> None:
+    """Keep rows `keep` of every layer's keys and values (a copy: the old tensors are freed)."""
+    for layer in cache.layers:
+        if isinstance(layer, StaticLayer):
+            layer.keys = layer.keys.index_select(0, keep)
+            layer.values = layer.values.index_select(0, keep)
+            layer.batch_size = len(keep)
+        else:
+            layer.batch_select_indices(keep)

@@ -8,6 +8,7 @@ is one iteration, `train` adds evaluation, logging, checkpoints and exact resume
 
 from __future__ import annotations
 
+import copy
 import json
 import resource
 import time
@@ -20,17 +21,18 @@ from postrl.algorithms import ADVANTAGES, kl_penalty
 from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
 from postrl.data.loading import is_single_file
-from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
-from postrl.learner.learner import Learner, LossSpec
-from postrl.learner.models import count_parameters, load_model, load_reference, load_tokenizer, resolve_device
+from postrl.distributed.data_parallel import DataParallel, init_from_env, launch
+from postrl.learner.learner import LossSpec, build_learner
+from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
 from postrl.rollout import ENGINES
 from postrl.rollout.engines import SamplingParams
+from postrl.rollout.pipeline import Replica, Rollouts, ShardedEngine
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.progress import progress_bar
-from postrl.trainers.run_dir import start_run
+from postrl.trainers.run_dir import seed_everything, start_run
 from postrl.trainers.scoring import primary_success, score_batch
 
 
@@ -39,35 +41,70 @@ class Parts:
     cfg: RLConfig
     device: torch.device
     tokenizer: Any
-    model: Any
-    engine: Any
-    learner: Learner
+    learner: Any  # a Learner, or a Ray LearnerGroup with the same methods
+    rollouts: Rollouts
+    eval_engine: Any
     spec: LossSpec
-    rewards: RewardSet
+    rewards: Any  # a RewardSet, or a Ray RewardPool with the same call
     sampler: Any
     train_rows: list
     train_ids: list[list[int]]
     eval_rows: list
     eval_ids: list[list[int]]
+    dp: DataParallel | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.dp is None or self.dp.is_main
 
 
-def build(cfg: RLConfig) -> Parts:
+def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, tokenizer, device)
-    spec = LossSpec.from_config(cfg.algorithm, max_tokens=cfg.rollout.max_new_tokens)
-    ref = load_reference(cfg.model, model, tokenizer, device) if spec.kl_coef > 0 else None
     train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
     eval_rows, eval_ids = [], []
     if cfg.data.eval_source is not None or not is_single_file(cfg.data.source):  # else eval = train rows
         eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
-    updates = cfg.train.steps * cfg.train.epochs * cfg.train.mini_batches
-    learner = Learner(model, ref, cfg.train, total_updates=updates, device=device,
-                      temperature=cfg.rollout.temperature)
     sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
-    engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
-    return Parts(cfg, device, tokenizer, model, engine, learner, spec, RewardSet(cfg.rewards), sampler,
-                 train_rows, train_ids, eval_rows, eval_ids)
+    learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
+    return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, LossSpec.from_config(cfg), rewards,
+                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp)
+
+
+def _placement(cfg: RLConfig, tokenizer, device, dp):
+    """Learner, rollout source, evaluation engine and rewards, where `cfg.distributed` puts them."""
+    d, lag = cfg.distributed, cfg.distributed.max_off_policy_steps
+    if d.backend == "ray":
+        from postrl.distributed.ray_runtime import LearnerGroup, RewardPool, RolloutPool, start_ray
+
+        start_ray(d)
+        learner, pool = LearnerGroup(cfg), RolloutPool(cfg)
+        pool.sync_weights(learner.state_dict())  # the learner's initial weights are the truth
+        rewards = RewardPool(cfg.rewards, d.reward_workers) if d.reward_workers else RewardSet(cfg.rewards)
+        return learner, Rollouts(pool, lag=lag), pool, rewards
+
+    def make_engine(model):
+        return ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size,
+                                           compile=cfg.rollout.compile, **cfg.rollout.engine_kwargs)
+
+    learner = build_learner(cfg, tokenizer, device, dp)
+    sharded = dp is not None and dp.strategy == "fsdp2"
+    if sharded:  # the learner's parameters are shards: sample from a full private copy
+        engine = Replica(load_model(cfg.model, tokenizer, device), make_engine)
+        engine.sync_weights(learner.state_dict())
+        eval_engine = engine
+    elif lag:  # the background thread samples from a private copy while the learner trains
+        engine = Replica(copy.deepcopy(learner.model), make_engine)
+        eval_engine = make_engine(learner.model)
+    else:
+        engine = eval_engine = make_engine(learner.model)
+    # an engine that holds its own weights (vllm) is synced after every update; hf on the
+    # learner's own module needs nothing
+    shares = not (sharded or lag) and getattr(engine, "shares_model", True)
+    if dp is not None:
+        engine = ShardedEngine(engine, dp)
+    rollouts = Rollouts(engine, lag=lag, background=lag > 0, shares_model=shares)
+    return learner, rollouts, eval_engine, RewardSet(cfg.rewards)
 
 
 def _encode(cfg, tokenizer, split, source, limit=None):
@@ -79,12 +116,23 @@ def _encode(cfg, tokenizer, split, source, limit=None):
     return rows, ids
 
 
+def request_rollouts(p: Parts, step: int, saved: dict[int, list[int]] | None = None) -> None:
+    """Ask for the batches of steps step..step+k (k = max_off_policy_steps) not yet requested."""
+    cfg = p.cfg
+    params = SamplingParams.from_config(cfg.rollout)
+    last = min(step + cfg.distributed.max_off_policy_steps, cfg.train.steps - 1)
+    for s in range(step, last + 1):
+        if s in p.rollouts.pending():
+            continue
+        idx = (saved or {}).pop(s, None) or p.sampler.next(cfg.train.prompts_per_step)
+        p.rollouts.request(s, idx, [p.train_ids[i] for i in idx], params, _step_seed(cfg.seed, s))
+
+
 def rl_step(p: Parts, step: int) -> dict[str, float]:
     """One iteration: choose prompts, sample, score, estimate advantages, update the policy."""
     cfg, t0 = p.cfg, time.perf_counter()
-    idx = p.sampler.next(cfg.train.prompts_per_step)
-    params = SamplingParams.from_config(cfg.rollout)
-    batch = p.engine.generate([p.train_ids[i] for i in idx], params, seed=_step_seed(cfg.seed, step))
+    request_rollouts(p, step)
+    idx, batch = p.rollouts.get(step)
     t_gen = time.perf_counter() - t0
 
     result = score_batch(batch, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards)
@@ -100,7 +148,7 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
     metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
                                        mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
-    p.engine.sync_weights(p.model)
+    p.rollouts.sync(p.learner.state_dict)
     t_train = time.perf_counter() - t1
 
     rewards_G = batch.rewards.view(len(idx), cfg.rollout.n)
@@ -126,7 +174,7 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
 
 def run_eval(p: Parts, step: int) -> dict[str, float]:
     cfg = p.cfg
-    out = evaluate(p.engine, p.tokenizer, p.eval_rows, p.eval_ids, p.rewards,
+    out = evaluate(p.eval_engine, p.tokenizer, p.eval_rows, p.eval_ids, p.rewards,
                    max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                    stop=cfg.rollout.stop, ks=cfg.eval.k, temperature=cfg.rollout.temperature,
                    top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
@@ -136,33 +184,65 @@ def run_eval(p: Parts, step: int) -> dict[str, float]:
     return out
 
 
-def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any]:
-    """Train to `cfg.train.steps`; with `resume`, continue from the run's last checkpoint."""
+def train(cfg: RLConfig, *, resume: bool = False, console=None, dp: DataParallel | None = None) -> dict[str, Any]:
+    """Train to `cfg.train.steps`; with `resume`, continue from the run's last checkpoint.
+
+    With `distributed.learner_procs > 1` on the local backend, this starts the learner processes
+    (unless it already runs inside one, e.g. under torchrun) and returns rank 0's summary.
+    """
+    d = cfg.distributed
+    if dp is None and d.backend == "local" and d.learner_procs > 1:
+        dp = init_from_env(d.strategy, resolve_device(cfg.model.device))
+        if dp is None:
+            launch(_train_rank, d.learner_procs, cfg, resume)
+            return json.loads((cfg.run_dir / "summary.json").read_text())
     t_start = time.perf_counter()
     run_dir = cfg.run_dir
-    ckpt = start_run(cfg, resume)
-    p = build(cfg)
+    if dp is None or dp.is_main:
+        ckpt = start_run(cfg, resume)
+    if dp is not None:
+        ckpt = dp.broadcast_object(ckpt if dp.is_main else None)
+        seed_everything(cfg.seed)
+    p = build(cfg, dp)
+    console = console if p.is_main else None
+    try:
+        return _loop(p, ckpt, resume, console, t_start)
+    finally:
+        p.rollouts.close()
 
+
+def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, Any]:
+    cfg, run_dir = p.cfg, p.cfg.run_dir
     state: dict[str, Any] = {"rl_seconds": 0.0, "accuracy_before": None}
+    saved: dict[int, list[int]] = {}
     if ckpt is not None:
-        state.update(load_checkpoint(ckpt, model=p.model, optimizer=p.learner.optimizer,
-                                     scheduler=p.learner.scheduler))
+        state.update(p.learner.load_checkpoint(ckpt))
         p.sampler.load_state_dict(state["sampler"])
-        truncate_jsonl(run_dir / "eval.jsonl", state["step"])
+        saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
+        if p.is_main:
+            truncate_jsonl(run_dir / "eval.jsonl", state["step"])
     start = int(state.get("step", 0))
-    logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
-                           config=cfg.model_dump(mode="json"), resume_step=start if resume else None,
-                           console=console, console_every=cfg.logging.console_every)
-    total, trainable = count_parameters(p.model)
+    logger = None
+    if p.is_main:
+        logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
+                               config=cfg.model_dump(mode="json"), resume_step=start if resume else None,
+                               console=console, console_every=cfg.logging.console_every)
+    total, trainable = p.learner.num_parameters()
     if console is not None:
+        d = cfg.distributed
+        where = (f", {d.backend}: {d.rollout_workers} rollout / {d.reward_workers} reward workers, "
+                 f"{d.learner_procs} learner procs ({d.strategy}), off-policy lag {d.max_off_policy_steps}")
         console.print(f"[bold]postrl train[/] {cfg.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M "
                       f"trainable), {len(p.train_rows)} train / {len(p.eval_rows)} eval prompts, "
-                      f"steps {start}->{cfg.train.steps}, run dir {run_dir}")
+                      f"steps {start}->{cfg.train.steps}, run dir {run_dir}"
+                      + (where if d.backend != "local" or d.learner_procs > 1 or d.max_off_policy_steps else ""))
     if console is not None and cfg.data.eval_source is None and is_single_file(cfg.data.source):
         console.print("[yellow]no evaluation: data.source is a single file (one split); set "
                       "data.eval_source to a held-out file to measure accuracy[/]")
     if start == 0 and cfg.eval.before and p.eval_rows:
-        state["accuracy_before"] = run_eval(p, 0)["accuracy"]
+        state["accuracy_before"] = _eval_on_main(p, 0)["accuracy"]
+    if start < cfg.train.steps:
+        request_rollouts(p, start, saved)
 
     metrics: dict[str, float] = {}
     with progress_bar(console, cfg.logging.progress, "RL", cfg.train.steps, start) as advance:
@@ -171,18 +251,22 @@ def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any
             metrics = rl_step(p, step)
             done = step + 1
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.train.steps:
-                metrics["eval/accuracy"] = run_eval(p, done)["accuracy"]
+                metrics["eval/accuracy"] = _eval_on_main(p, done)["accuracy"]
             state["rl_seconds"] += time.perf_counter() - t0
-            logger.log(done, metrics)
+            if logger is not None:
+                logger.log(done, metrics)
             advance(reward=metrics["reward/mean"], acc=metrics["accuracy"])
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
-                state.update(step=done, sampler=p.sampler.state_dict())
-                save_checkpoint(run_dir, done, model=p.model, tokenizer=p.tokenizer,
-                                optimizer=p.learner.optimizer, scheduler=p.learner.scheduler,
-                                state=state, keep_last=cfg.checkpoint.keep_last)
-    logger.close()
+                state.update(step=done, sampler=p.sampler.state_dict(),
+                             pending={str(k): v for k, v in p.rollouts.pending().items()})
+                p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
+                                          keep_last=cfg.checkpoint.keep_last)
+    if logger is not None:
+        logger.close()
 
-    final = run_eval(p, cfg.train.steps) if p.eval_rows else {}
+    final = _eval_on_main(p, cfg.train.steps) if p.eval_rows else {}
+    if not p.is_main:
+        return {}
     summary = {"name": cfg.name, "rl_steps": cfg.train.steps, "rl_seconds": round(state["rl_seconds"], 3),
                "total_seconds": round(time.perf_counter() - t_start, 3),
                "accuracy_before": state["accuracy_before"], "accuracy_after": final.get("accuracy"),
@@ -190,6 +274,19 @@ def train(cfg: RLConfig, *, resume: bool = False, console=None) -> dict[str, Any
                **{f"last/{k}": v for k, v in metrics.items()}}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _eval_on_main(p: Parts, step: int) -> dict[str, Any]:
+    """Evaluation results, computed by rank 0 (the others wait: evaluation is not sharded)."""
+    out = run_eval(p, step) if p.is_main else None
+    return p.dp.broadcast_object(out) if p.dp is not None else out
+
+
+def _train_rank(cfg: RLConfig, resume: bool) -> None:
+    from rich.console import Console
+
+    dp = init_from_env(cfg.distributed.strategy, resolve_device(cfg.model.device))
+    train(cfg, resume=resume, console=Console(stderr=True) if dp.is_main else None, dp=dp)
 
 
 def _step_seed(seed: int, step: int) -> int:

@@ -20,6 +20,10 @@ def start_run(cfg, resume: bool) -> Path | None:
                               "to continue that run, or choose another output_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     return ckpt if resume else None
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)

@@ -1,0 +1,206 @@
+"""`postrl bench` plumbing and the benchmarks' pure helpers (FLOP counting, rewards, configs).
+
+No benchmark runs here: the commands are exercised on throw-away benchmark folders whose
+modules only echo what they received.
+"""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from postrl.cli import find_benchmarks_root, list_benchmarks, main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level folder of the checkout, not part of the package
+
+from benchmarks import roofline  # noqa: E402
+from benchmarks.common import SIZES, digit_fraction, markdown_table, median_after_warmup, rl_config, run_measured  # noqa: E402
+from benchmarks.vs_trl import trl_arguments, trl_exact_match  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ CLI plumbing
+def make_checkout(root: Path) -> Path:
+    """A fake checkout: one runnable benchmark that records its argv and cwd, one failing, one helper."""
+    bench = root / "benchmarks"
+    bench.mkdir(parents=True)
+    (bench / "__init__.py").write_text("")
+    (bench / "echo.py").write_text(textwrap.dedent('''\
+        """Echo: writes its arguments and working directory to echo.json."""
+        import json, os, sys
+
+        if __name__ == "__main__":
+            with open("echo.json", "w") as f:
+                json.dump({"argv": sys.argv[1:], "cwd": os.getcwd()}, f)
+        '''))
+    (bench / "fails.py").write_text('"""Exits with status 3."""\nimport sys\n\nif __name__ == "__main__":\n'
+                                    '    sys.exit(3)\n')
+    (bench / "helpers.py").write_text('"""Shared helpers, not a benchmark."""\n\ndef f():\n    return 1\n')
+    (bench / "_private.py").write_text('"""Hidden."""\nif __name__ == "__main__":\n    pass\n')
+    return root
+
+
+def test_list_shows_runnable_modules_with_their_first_docstring_line(tmp_path, monkeypatch, capsys):
+    make_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "echo" in out and "Echo: writes its arguments and working directory to echo.json." in out
+    assert "fails" in out and "Exits with status 3." in out
+    assert "helpers" not in out and "_private" not in out  # no __main__ block / private
+
+
+def test_bench_runs_the_module_from_the_repo_root_with_its_arguments(tmp_path, monkeypatch):
+    root = make_checkout(tmp_path / "checkout")
+    inner = root / "some" / "sub" / "dir"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)  # found by walking up from here
+    assert main(["bench", "echo", "--quick", "--sizes", "small,10m", "-x"]) == 0
+    echoed = json.loads((root / "echo.json").read_text())
+    assert echoed == {"argv": ["--quick", "--sizes", "small,10m", "-x"], "cwd": str(root)}
+
+
+def test_bench_passes_on_the_benchmark_exit_status(tmp_path, monkeypatch):
+    make_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "fails"])
+    assert e.value.code == 3
+
+
+@pytest.mark.parametrize("argv", [["bench", "nope"], ["bench"]])
+def test_unknown_or_missing_name_exits_2_listing_valid_names(tmp_path, monkeypatch, capsys, argv):
+    make_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "valid names: echo, fails" in err and "Traceback" not in err
+
+
+def test_no_benchmarks_folder_is_a_clear_error(tmp_path):
+    start = tmp_path / "a" / "b"
+    start.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="source checkout"):
+        find_benchmarks_root([start])
+
+
+def test_the_checkout_lists_vs_trl_and_roofline():
+    names = list_benchmarks(REPO / "benchmarks")
+    assert names["vs_trl"].startswith("Side by side") and names["roofline"].startswith("Roofline")
+    assert "common" not in names
+
+
+# -------------------------------------------------------------------------------- FLOP counting
+HAND = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "intermediate_size": 16, "vocab_size": 10}
+
+
+def test_matmul_params_by_hand():
+    # head_dim 4: q 8x8=64, k 8x4=32, v 32, o 64, MLP 3x8x16=384 -> 576 per layer, x2 = 1152;
+    # LM head 10x8 = 80; N = 1232
+    assert roofline.matmul_params(HAND) == 1232
+
+
+def test_model_flops_by_hand():
+    # forward per token = 2N + 4 L q c = 2*1232 + 4*2*8*3 = 2464 + 192 = 2656; 5 tokens -> 13280
+    assert roofline.model_flops(HAND, 5, context=3, training=False) == 13280
+    assert roofline.model_flops(HAND, 5, context=3, training=True) == 3 * 13280  # 6N + 12 L q c
+    assert roofline.model_flops(HAND, 5) == 6 * 1232 * 5  # no attention term without context
+
+
+def test_matmul_params_equal_the_linear_weights_of_a_real_qwen2():
+    import torch
+
+    from postrl.learner.tiny import build_model, build_tokenizer
+
+    model = build_model(build_tokenizer(), hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                        intermediate_size=48)
+    linear = sum(m.weight.numel() for m in model.model.modules() if isinstance(m, torch.nn.Linear))
+    # the tied LM head is the embedding matrix: counted once more as a matmul
+    assert roofline.matmul_params(model.config) == linear + model.lm_head.weight.numel()
+
+
+def test_roofline_row_by_hand():
+    # rows 2 of 3 prompt + 2 completion tokens: S = 5, c = 3, training FLOPs = 10 tokens x 3 x 2656
+    r = roofline.roofline_row(HAND, 1e6, rows=2, prompt_tokens=3, completion_tokens=2, learner_s=0.5,
+                              rollout_s=0.25)
+    assert r["learner_mfu"] == pytest.approx(10 * 3 * 2656 / 0.5 / 1e6)
+    assert r["rollout_tok_s"] == pytest.approx(4 / 0.25)
+    assert r["bound_tok_s"] == pytest.approx(1e6 / (2 * 1232))
+    assert r["of_bound"] == pytest.approx(16 / (1e6 / 2464))
+
+
+# ----------------------------------------------------------------------------- rewards, configs
+def test_trl_exact_match_agrees_with_postrl_exact_match():
+    from postrl.rewards.builtin import exact_match
+
+    texts = ["46", " 46 ", "46.0", "4 6", "", "-4", "-4.00", "abc", "46\n", "nan", "1e1", "+46"]
+    golds = ["46", "46", "46", "46", "0", "-4", "-4", "abc", "46", "nan", "10", "46"]
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    assert trl_exact_match(None, completions, golds) == exact_match(None, completions, golds)
+    assert trl_exact_match(None, texts, golds) == exact_match(None, texts, golds)  # plain-text completions
+
+
+def test_digit_fraction_by_hand():
+    msgs = [[{"role": "assistant", "content": t}] for t in ["12ab", "", "999", "a"]]
+    assert digit_fraction(None, msgs) == [0.5, 0.0, 1.0, 0.0]
+    assert digit_fraction(None, ["1x"]) == [0.5]
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_trl_arguments_match_the_postrl_config(name):
+    size = SIZES[name]
+    p = rl_config(size, "model_dir", 7)
+    t = trl_arguments(size, 7, "out")
+    assert t["max_steps"] == p["train"]["steps"] == 7
+    assert t["per_device_train_batch_size"] == p["train"]["prompts_per_step"] * p["rollout"]["n"] == size.rows
+    assert t["gradient_accumulation_steps"] == 1 and p["train"]["micro_batch_size"] == size.rows
+    assert t["num_generations"] == p["rollout"]["n"]
+    assert t["max_completion_length"] == p["rollout"]["max_new_tokens"]
+    assert (t["temperature"], t["top_p"], t["top_k"]) == (p["rollout"]["temperature"], p["rollout"]["top_p"],
+                                                           p["rollout"]["top_k"]) == (1.0, 1.0, 0)
+    assert t["learning_rate"] == p["train"]["lr"] and t["lr_scheduler_type"] == p["train"]["schedule"]
+    assert t["warmup_steps"] == p["train"]["warmup_steps"] == 0
+    assert (t["adam_beta1"], t["adam_beta2"]) == tuple(p["train"]["betas"])
+    assert t["adam_epsilon"] == p["train"]["eps"] and t["weight_decay"] == p["train"]["weight_decay"]
+    assert t["max_grad_norm"] == p["train"]["max_grad_norm"]
+    assert t["beta"] == p["algorithm"]["kl_coef"] == 0.0
+    assert t["epsilon"] == p["algorithm"]["loss_kwargs"]["clip_low"] == p["algorithm"]["loss_kwargs"]["clip_high"]
+    assert (t["loss_type"], p["algorithm"]["loss_agg"]) == ("dapo", "token_mean")
+    assert t["num_iterations"] == p["train"]["epochs"] == p["train"]["mini_batches"] == 1
+    assert t["bf16"] is False and p["train"]["bf16"] is False and t["gradient_checkpointing"] is False
+
+
+def test_rl_config_is_a_valid_postrl_config():
+    from postrl.config import RLConfig, resolve
+
+    for size in SIZES.values():
+        cfg = resolve(RLConfig, rl_config(size, "some/dir", 3), source="test")
+        assert cfg.algorithm.advantage == "grpo" and cfg.algorithm.loss == "ppo_clip"  # from the preset
+        assert cfg.algorithm.kl_coef == 0.0
+
+
+# ---------------------------------------------------------------------------- measuring helpers
+def test_run_measured_reports_each_childs_own_peak_rss(tmp_path):
+    big = run_measured([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+                       cwd=tmp_path, log=tmp_path / "big.log")
+    held = bytearray(300 * 2**20)  # this process is now large: a child forked from it would inherit that
+    held[::4096] = b"x" * len(held[::4096])
+    small = run_measured([sys.executable, "-c", "pass"], cwd=tmp_path, log=tmp_path / "small.log")
+    failed = run_measured([sys.executable, "-c", "import sys; print('boom'); sys.exit(4)"], cwd=tmp_path,
+                          log=tmp_path / "failed.log")
+    assert big.exit_code == 0 and big.max_rss_mb >= 300
+    assert small.exit_code == 0 and small.max_rss_mb < 100  # neither the earlier child's nor ours
+    assert failed.exit_code == 4 and "boom" in (tmp_path / "failed.log").read_text()
+
+
+def test_median_after_warmup_drops_the_first_value():
+    assert median_after_warmup([10.0, 1.0, 3.0, 2.0]) == 2.0
+    assert median_after_warmup([5.0]) == 5.0  # too few: keep it
+
+
+def test_markdown_table_formats_cells():
+    text = markdown_table(["a", "b"], [[1.23456, None], ["x", 12345.6]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | - |", "| x | 12,346 |"]
