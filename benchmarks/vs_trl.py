@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from postrl.rewards.builtin import exact_match
+
 from benchmarks import roofline
 from benchmarks.common import (SIZES, Size, digit_fraction, machine_stamp, markdown_table, median_after_warmup,
                                rl_config, run_measured, tail)
@@ -45,30 +47,9 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "POSTRL_D
 
 
 # ------------------------------------------------------------------------------- TRL side
-def trl_exact_match(prompts: list, completions: list, answer: list, **kwargs) -> list[float]:
-    """postrl's `exact_match` (defaults strip=True, numeric=True) as a TRL reward function:
-
-        1 if the stripped completion text equals the stripped answer,
-        1 if both parse as floats and are equal ("46" == "46.0"),
-        0 otherwise.
-    """
-    out = []
-    for c, gold in zip(completions, answer):
-        text = (c if isinstance(c, str) else c[-1]["content"]).strip()
-        ref = str(gold).strip()
-        a, b = _as_float(text), _as_float(ref)
-        out.append(1.0 if text == ref or (a is not None and b is not None and a == b) else 0.0)
-    return out
-
-
-def _as_float(s: str) -> float | None:
-    try:
-        return float(s)
-    except ValueError:
-        return None
-
-
-TRL_REWARDS = {"exact_match": trl_exact_match, "digit_fraction": digit_fraction}
+# postrl's built-in rewards already take TRL's keyword call (prompts=, completions=, columns...),
+# so TRL scores with the very same function, not a copy of it.
+TRL_REWARDS = {"exact_match": exact_match, "digit_fraction": digit_fraction}
 
 
 def trl_arguments(size: Size, steps: int, output_dir: str) -> dict:
@@ -206,19 +187,17 @@ def prepare_prompts(size: Size, model_dir: Path, train_file: Path) -> float:
 def evaluate_model(model_dir: Path, size: Size, limit: int) -> dict:
     """Greedy evaluation by postrl's `evaluate` on the first `limit` test-split prompts."""
     from postrl.config import RLConfig, resolve
-    from postrl.data import encode_prompts, load_prompt_dataset
     from postrl.learner.models import load_model, load_tokenizer, resolve_device
     from postrl.rewards import RewardSet
-    from postrl.rollout import ENGINES
+    from postrl.rollout.engines import build_engine
     from postrl.trainers.evaluate import evaluate
+    from postrl.trainers.rl import _encode
 
     cfg = resolve(RLConfig, rl_config(size, str(model_dir), 1), source="vs_trl eval")
     tok = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tok, resolve_device(cfg.model.device))
-    data = load_prompt_dataset(cfg.data, split="test")
-    ids, kept = encode_prompts(tok, data.rows, cfg.data)
-    rows, ids = [data.rows[i] for i in kept][:limit], ids[:limit]
-    engine = ENGINES[cfg.rollout.engine](model, tok, micro_batch_size=cfg.rollout.micro_batch_size)
+    rows, ids = _encode(cfg, tok, "test", None, limit)  # the rows `postrl eval` would score
+    engine = build_engine(cfg.rollout, model, tok)
     return evaluate(engine, tok, rows, ids, RewardSet(cfg.rewards), max_new_tokens=size.max_new_tokens, seed=0)
 
 
@@ -346,7 +325,7 @@ def roofline_rows(res: dict, peak: float) -> list[list]:
 
 def report(results: dict) -> str:
     m, peak = results["machine"], results["peak_flops"]
-    lines = [f"{m['date']}, {m['cpu']}, {m['cpus']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+    lines = [f"{m['date']}, {m['cpu']}, {m['cpus']} cores (torch threads: {m['torch_threads']}), torch {m['torch']}, "
              f"transformers {m['transformers']}, trl {m['trl']}, python {m['python']}", "",
              roofline.peak_line(peak), ""]
     compare, roof = [], []

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level folder of the check
 
 from benchmarks import roofline  # noqa: E402
 from benchmarks.common import SIZES, digit_fraction, markdown_table, median_after_warmup, rl_config, run_measured  # noqa: E402
-from benchmarks.vs_trl import trl_arguments, trl_exact_match  # noqa: E402
+from benchmarks.vs_trl import TRL_REWARDS, trl_arguments  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ CLI plumbing
@@ -133,14 +133,18 @@ def test_roofline_row_by_hand():
 
 
 # ----------------------------------------------------------------------------- rewards, configs
-def test_trl_exact_match_agrees_with_postrl_exact_match():
+def test_trl_scores_with_postrls_exact_match_under_trls_call():
     from postrl.rewards.builtin import exact_match
 
+    assert TRL_REWARDS["exact_match"] is exact_match  # the same function, not a copy
     texts = ["46", " 46 ", "46.0", "4 6", "", "-4", "-4.00", "abc", "46\n", "nan", "1e1", "+46"]
     golds = ["46", "46", "46", "46", "0", "-4", "-4", "abc", "46", "nan", "10", "46"]
+    expected = [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # "4 6" and "" are no numbers
     completions = [[{"role": "assistant", "content": t}] for t in texts]
-    assert trl_exact_match(None, completions, golds) == exact_match(None, completions, golds)
-    assert trl_exact_match(None, texts, golds) == exact_match(None, texts, golds)  # plain-text completions
+    # TRL's GRPOTrainer calls reward_func(prompts=, completions=, completion_ids=, **columns, trainer_state=)
+    trl_call = dict(prompts=[None] * len(texts), completion_ids=[[0]] * len(texts), trainer_state=None)
+    assert TRL_REWARDS["exact_match"](completions=completions, answer=golds, **trl_call) == expected
+    assert TRL_REWARDS["exact_match"](completions=texts, answer=golds, **trl_call) == expected  # plain text
 
 
 def test_digit_fraction_by_hand():

@@ -80,3 +80,22 @@ def test_sft_config_has_its_own_schema():
     assert cfg.train.steps == 3 and cfg.train.lr == 1e-5
     with pytest.raises(ConfigError, match="unknown key `rollout`"):
         resolve(SFTConfig, {"rollout": {"n": 2}})
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # 8 prompts x 8 completions / 1 mini-batch = 64 rows: 3 learner processes cannot split them
+    ({"distributed.learner_procs": 3}, "learner_procs=3 must divide the rows of every mini-batch"),
+    ({"distributed.learner_procs": 2, "train.mini_batches": 3}, "train.mini_batches=3 must divide the 64 rows"),
+    ({"distributed.learner_procs": 2, "distributed.max_off_policy_steps": 1}, "needs distributed.backend=ray"),
+    ({"train.prefix_sharing": True, "model.gradient_checkpointing": True}, "turn off one of train.prefix_sharing"),
+])
+def test_incompatible_distributed_and_forward_settings_name_the_keys(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(RLConfig, {}, overrides)
+
+
+def test_rollout_importance_sampling_turns_on_with_stale_rollouts():
+    assert resolve(RLConfig, {}).rollout_is == "none"
+    assert resolve(RLConfig, {}, {"distributed.max_off_policy_steps": 2}).rollout_is == "token"
+    assert resolve(RLConfig, {}, {"distributed.max_off_policy_steps": 2,
+                                  "algorithm.rollout_is": "sequence"}).rollout_is == "sequence"

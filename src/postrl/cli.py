@@ -43,7 +43,7 @@ def cmd_eval(args) -> None:
     from postrl.trainers.rl import _encode
     from postrl.learner.models import load_model, load_tokenizer, resolve_device
     from postrl.rewards import RewardSet
-    from postrl.rollout import ENGINES
+    from postrl.rollout.engines import build_engine
 
     overrides = [f"model.name_or_path={args.model}", f"data.eval_source={args.data}",
                  f"data.eval_split={args.split}"] + list(args.set or [])
@@ -56,7 +56,7 @@ def cmd_eval(args) -> None:
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer, device)
     rows, ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
-    engine = ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size)
+    engine = build_engine(cfg.rollout, model, tokenizer)
     out = evaluate(engine, tokenizer, rows, ids, RewardSet(cfg.rewards),
                    max_new_tokens=args.max_new_tokens or cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                    stop=cfg.rollout.stop, ks=args.k or cfg.eval.k, temperature=cfg.rollout.temperature,

@@ -287,15 +287,19 @@ class RLConfig(Section):
         if a.kl_in_reward and a.kl_coef == 0:
             raise ValueError("algorithm.kl_in_reward is true but algorithm.kl_coef is 0; set a "
                              "positive kl_coef or drop kl_in_reward")
+        if self.train.prefix_sharing and self.model.gradient_checkpointing:
+            raise ValueError("train.prefix_sharing needs the prompt's KV cache, which transformers drops "
+                             "under gradient checkpointing; turn off one of train.prefix_sharing and "
+                             "model.gradient_checkpointing")
         d, world = self.distributed, self.distributed.learner_procs
         rows = self.train.prompts_per_step * self.rollout.n
+        if world > 1 and rows % self.train.mini_batches:
+            raise ValueError(f"train.mini_batches={self.train.mini_batches} must divide the {rows} rows of "
+                             "a step when distributed.learner_procs > 1")
         if world > 1 and (rows // self.train.mini_batches) % world:
             raise ValueError(f"distributed.learner_procs={world} must divide the rows of every mini-batch "
                              f"(train.prompts_per_step * rollout.n / train.mini_batches = {rows} / "
                              f"{self.train.mini_batches}); change prompts_per_step, n or learner_procs")
-        if world > 1 and rows % self.train.mini_batches:
-            raise ValueError(f"train.mini_batches={self.train.mini_batches} must divide the {rows} rows of "
-                             "a step when distributed.learner_procs > 1")
         if d.max_off_policy_steps and d.backend == "local" and world > 1:
             raise ValueError("distributed.max_off_policy_steps > 0 with learner_procs > 1 needs "
                              "distributed.backend=ray (rollout workers generate while the learners train)")

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from learner.test_prefix_sharing import CASES, assert_same_as_plain, grouped_batch, tiny
+from learner.forward_cases import grouped_batch, tiny
 from postrl.learner.packing import pack_rows, packed_logprobs
 
 
@@ -31,15 +31,6 @@ def test_pack_rows_places_every_index_once_within_capacity(seed):
 def test_pack_rows_rejects_a_length_over_capacity():
     with pytest.raises(ValueError, match="capacity"):
         pack_rows([3, 9], capacity=8)
-
-
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-@pytest.mark.parametrize("case", CASES)
-def test_packed_matches_plain_values_and_gradients(arch, case):
-    seed, sizes, lens, T, min_len, temperature, with_entropy, entropy_grad, attn = case
-    batch = grouped_batch(seed, sizes, lens, T=T, min_len=min_len)
-    assert_same_as_plain(packed_logprobs, tiny(arch, attn, seed), batch, temperature=temperature,
-                         with_entropy=with_entropy, entropy_grad=entropy_grad)
 
 
 def test_varied_lengths_pack_into_fewer_rows():

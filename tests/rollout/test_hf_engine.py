@@ -207,6 +207,7 @@ def test_dynamic_cache_fallback_samples_the_same_tokens():
 
 
 @pytest.mark.slow
+@pytest.mark.compile
 def test_compiled_decode_samples_the_same_tokens():
     tok = build_tokenizer()
     model = eos_prone_model(tok, bias=2.0)

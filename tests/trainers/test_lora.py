@@ -17,7 +17,7 @@ def test_lora_run_trains_adapters_uses_the_base_as_reference_and_resumes(tmp_pat
     from safetensors.torch import load_file
 
     cfg = tiny_rl_config(tmp_path, **{"model.lora": {"enabled": True, "r": 4, "alpha": 8},
-                                      "rewards": [{"name": "tiny_rewards:length_reward"}],
+                                      "rewards": [{"name": "tiny_rewards:token_id_mean"}],
                                       "algorithm.kl_coef": 0.1, "train.steps": 3, "checkpoint.keep_last": 3})
     parts = rl.build(cfg)
     assert parts.learner.ref_model is None  # no second copy of the weights

@@ -13,6 +13,7 @@ from postrl.trainers import rl
 
 pytestmark = pytest.mark.slow
 LENGTH_REWARD = [{"name": "tiny_rewards:length_reward"}]
+TOKEN_REWARD = [{"name": "tiny_rewards:token_id_mean"}]  # non-zero advantages in every group
 
 
 def _weights(path):
@@ -22,7 +23,7 @@ def _weights(path):
 
 
 def test_two_steps_change_every_parameter_and_write_the_run_files(tmp_path):
-    cfg = tiny_rl_config(tmp_path, **{"rewards": LENGTH_REWARD, "algorithm.preset": "grpo"})
+    cfg = tiny_rl_config(tmp_path, **{"rewards": TOKEN_REWARD, "algorithm.preset": "grpo"})
     initial = load_model(cfg.model, load_tokenizer(cfg.model), torch.device("cpu")).state_dict()
     summary = rl.train(cfg)
     run = cfg.run_dir
@@ -31,7 +32,7 @@ def test_two_steps_change_every_parameter_and_write_the_run_files(tmp_path):
     assert not unchanged, f"parameters that did not change: {unchanged}"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
-    for key in ("loss", "reward/mean", "reward/length_reward/mean", "accuracy", "kl", "entropy", "clip_frac",
+    for key in ("loss", "reward/mean", "reward/token_id_mean/mean", "accuracy", "kl", "entropy", "clip_frac",
                 "completion_len/mean", "zero_variance_groups", "tokens_per_s", "time/step", "memory/peak_mb"):
         assert key in lines[0], key
     assert lines[0]["kl"] >= 0 and lines[1]["kl"] > 0  # grpo preset: k3 KL against the initial policy

@@ -76,6 +76,12 @@ class DataParallel:
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
 
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks of an equally shaped tensor."""
+        out = tensor.detach().clone().contiguous()
+        dist.all_reduce(out)
+        return out / self.world
+
     def all_gather_objects(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)

@@ -31,6 +31,7 @@ import torch
 from postrl.distributed.ray_workers import LearnerWorker, RewardWorker, RolloutWorker
 from postrl.rewards.combine import RewardResult
 from postrl.rollout.batch import RolloutBatch
+from postrl.rollout.pipeline import shard_bounds
 
 # Environment the workers need that a remote node would not have: offline switches and caches.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME",
@@ -97,7 +98,7 @@ def get_all(refs: list) -> list:
 
 def _spans(n: int, parts: int) -> list[tuple[int, int]]:
     """`parts` contiguous [lo, hi) blocks of range(n), sizes differing by at most 1; empty ones dropped."""
-    bounds = [n * r // parts for r in range(parts + 1)]
+    bounds = shard_bounds(n, parts)
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo] or [(0, 0)]
 
 

@@ -20,37 +20,19 @@ def _limit_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def load_state_strict(model, state: dict[str, Any]) -> None:
-    """Load `state` into `model`; every parameter must be covered (a tied alias by its twin)."""
-    import torch
-
-    with torch.no_grad():
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    own = model.state_dict()
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    # a tied lm_head is the embedding's tensor: a checkpoint may hold only one of the two names
-    missing = [k for k in missing if own[k].data_ptr() not in loaded]
-    if missing or unexpected:
-        raise RuntimeError(f"weight sync: the weights do not match the rollout model (missing "
-                           f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected "
-                           f"{unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
-
-
 class RolloutWorker:
     """One engine replica on its own copy of the policy, built from `cfg.model` and `cfg.rollout`."""
 
     def __init__(self, cfg):
         from postrl.learner.models import load_model, load_tokenizer, resolve_device
-        from postrl.rollout import ENGINES
+        from postrl.rollout.engines import build_engine
 
         _limit_threads(cfg.distributed.worker_cpus)
         tokenizer = load_tokenizer(cfg.model)
         self.model = load_model(cfg.model, tokenizer, resolve_device(cfg.model.device)).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        r = cfg.rollout
-        self.engine = ENGINES[r.engine](self.model, tokenizer, micro_batch_size=r.micro_batch_size,
-                                        compile=r.compile)
+        self.engine = build_engine(cfg.rollout, self.model, tokenizer)
         self.version = 0  # which `sync_weights` of the pool the model holds (0: its own init)
 
     def ready(self) -> bool:
@@ -62,6 +44,8 @@ class RolloutWorker:
         return batch
 
     def load_weights(self, state: dict[str, Any], version: int) -> None:
+        from postrl.learner.checkpoint import load_state_strict
+
         load_state_strict(self.model, state)
         self.engine.sync_weights(self.model)  # hf: same module, nothing to do; vLLM: copies them in
         self.version = version
@@ -106,12 +90,12 @@ class LearnerWorker:
         from postrl.trainers.run_dir import seed_everything
 
         cfg = self.cfg
-        device = resolve_device(cfg.model.device)
+        device, dp = resolve_device(cfg.model.device), None
         if self.world > 1:
             # Ray shows each actor only its own GPU(s), so the local device is always index 0.
             os.environ.update(RANK=str(self.rank), LOCAL_RANK="0", WORLD_SIZE=str(self.world),
                               MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
-        dp = init_from_env(cfg.distributed.strategy, device)  # None with one rank
+            dp = init_from_env(cfg.distributed.strategy, device)
         seed_everything(cfg.seed)  # as the in-process trainer does before building (LoRA init draws)
         self.learner = build_learner(cfg, load_tokenizer(cfg.model), device, dp)
 

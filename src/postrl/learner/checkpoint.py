@@ -114,15 +114,21 @@ def load_weights(model, path: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
         return
-    state = read_weights(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
-        tied = set(model._tied_weights_keys)
-    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    load_state_strict(model, read_weights(path), what=f"{path}: checkpoint")
+
+
+def load_state_strict(model, state: dict[str, torch.Tensor], *, what: str = "weight sync") -> None:
+    """Load full weights `state` into `model`; every parameter must be covered (a tied alias, such
+    as an lm_head sharing the embedding's tensor, by its twin) and no key may be left over."""
+    with torch.no_grad():
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    missing = [k for k in missing if own[k].data_ptr() not in loaded]
     if missing or unexpected:
-        raise RuntimeError(f"{path}: checkpoint does not match the model (missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]})")
+        raise RuntimeError(f"{what}: the weights do not match the model (missing {missing[:3]}"
+                           f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                           f"{'...' if len(unexpected) > 3 else ''})")
 
 
 def rng_state() -> dict[str, Any]:

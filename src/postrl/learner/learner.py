@@ -195,7 +195,12 @@ class Learner:
                 rows = order[m * size:(m + 1) * size]
                 if rows:
                     self._update(batch, advantages, is_weights, rows, loss_fn, spec, sums)
-        return {k: float(torch.stack(v).mean()) for k, v in sums.items()}
+        means = {k: torch.stack(v).float().mean() for k, v in sorted(sums.items())}
+        if self.dp is not None and means:  # each rank saw its shard: report the whole batch's metrics
+            # (every rank ran as many micro-batches, so the mean of rank means is the mean of all)
+            reduced = self.dp.all_reduce_mean(torch.stack(list(means.values())))
+            means = dict(zip(means, reduced))
+        return {k: float(v) for k, v in means.items()}
 
     def _order(self, batch: RolloutBatch, gen: torch.Generator, shuffle: bool) -> list[int]:
         """Row order of an epoch; with prefix sharing a group's rows stay together (one shared prompt)."""
@@ -256,7 +261,7 @@ class Learner:
             for k, v in metrics.items():
                 sums.setdefault(k, []).append(v.detach().float().cpu())
         grad_norm = self._clip_and_step()
-        sums.setdefault("loss", []).append(total_loss)
+        sums.setdefault("loss", []).append(total_loss * scale)  # x world: the rank mean is then the sum
         sums.setdefault("grad_norm", []).append(grad_norm)
         sums.setdefault("lr", []).append(torch.tensor(self.scheduler.get_last_lr()[0]))
 

@@ -20,13 +20,21 @@ def completion_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     T = batch.completion_ids.shape[1]
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, logits_to_keep=T + 1)
-    logits = out.logits[:, :-1].float()  # position P-1+t predicts completion token t
+    # position P-1+t predicts completion token t
+    return token_logprobs(out.logits[:, :-1], batch.completion_ids, temperature, with_entropy, entropy_grad)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                   with_entropy: bool = False, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log-softmax at `targets` (and entropy) of logits [..., V]: the one place this maths lives,
+    so the plain, shared-prefix and packed forwards round identically."""
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1) - lse
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     entropy = None
-    if with_entropy:  # without gradient unless asked: a [B, T, V] graph is costly at large V
+    if with_entropy:  # without gradient unless asked: a [.., V] graph is costly at large V
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             probs = torch.softmax(logits, dim=-1)
             entropy = lse - (probs * logits).sum(-1)

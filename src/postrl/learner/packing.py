@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from postrl.learner.logprobs import completion_logprobs
-from postrl.learner.prefix_sharing import token_logprobs
+from postrl.learner.logprobs import completion_logprobs, token_logprobs
 from postrl.rollout.batch import RolloutBatch
 
 

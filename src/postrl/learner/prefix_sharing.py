@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from postrl.learner.logprobs import token_logprobs
 from postrl.rollout.batch import RolloutBatch
 
 
@@ -95,22 +96,3 @@ def group_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     first_rows = first_rows.scatter_reduce(0, row_to_prompt, rows, reduce="amin")
     return first_rows, row_to_prompt
 
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool,
-                   entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log-softmax at `targets` (and entropy) of logits [..., V], with the ops of `completion_logprobs`.
-
-    The same float32 cast, temperature division and `logit - logsumexp` as the plain path, so
-    the shared-prefix and packed forwards round exactly like it.
-    """
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    entropy = None
-    if with_entropy:  # without gradient unless asked: a [.., V] graph is costly at large V
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            probs = torch.softmax(logits, dim=-1)
-            entropy = lse - (probs * logits).sum(-1)
-    return logp, entropy

@@ -38,6 +38,12 @@ class SamplingParams:
                    greedy=greedy)
 
 
+def build_engine(rollout, model, tokenizer):
+    """The engine `rollout.engine` on `model`, with the rollout section's options."""
+    return ENGINES[rollout.engine](model, tokenizer, micro_batch_size=rollout.micro_batch_size,
+                                   compile=rollout.compile, **rollout.engine_kwargs)
+
+
 class Engine(Protocol):
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams, seed: int = 0, *,
                  first_index: int = 0): ...

@@ -18,19 +18,28 @@ the shards are all-gathered.
 from __future__ import annotations
 
 import copy
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import torch
 
+from postrl.learner.checkpoint import load_state_strict
 from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams
 
 
+def shard_bounds(n: int, parts: int) -> list[int]:
+    """Boundaries of `parts` contiguous blocks of range(n) whose sizes differ by at most 1:
+    block r is [bounds[r], bounds[r+1]). Rollout workers and learner ranks split prompts this way."""
+    return [n * r // parts for r in range(parts + 1)]
+
+
 class Rollouts:
-    def __init__(self, engine, *, lag: int = 0, background: bool = False, shares_model: bool = False):
-        """`shares_model`: the engine samples from the learner's own module (nothing to sync)."""
-        self.engine, self.lag, self.shares_model = engine, lag, shares_model
+    def __init__(self, engine, *, weights: Callable[[], Any], lag: int = 0, background: bool = False,
+                 shares_model: bool = False):
+        """`weights`: returns the learner's current full weights (a state dict, or a Ray object ref);
+        `shares_model`: the engine samples from the learner's own module (nothing to sync)."""
+        self.engine, self.weights, self.lag, self.shares_model = engine, weights, lag, shares_model
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rollout") if background else None
         self._pending: dict[int, tuple[list[int], Any]] = {}  # step -> (prompt rows, future/handle)
 
@@ -54,11 +63,11 @@ class Rollouts:
         """Requested steps not yet trained on, with their prompt rows (saved in checkpoints)."""
         return {s: idx for s, (idx, _) in sorted(self._pending.items())}
 
-    def sync(self, weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+    def sync(self) -> None:
         """Push the learner's new weights to the engine (queued behind in-flight generations)."""
         if self.shares_model:
             return
-        state = weights()
+        state = self.weights()
         if self._pool is not None:
             snapshot = {k: v.detach().clone() for k, v in state.items()}  # training goes on meanwhile
             self._pool.submit(self.engine.sync_weights, snapshot)
@@ -92,12 +101,8 @@ class Replica:
     def generate(self, prompt_ids, params, seed=0, *, first_index=0) -> RolloutBatch:
         return self.engine.generate(prompt_ids, params, seed, first_index=first_index)
 
-    @torch.no_grad()
     def sync_weights(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:  # tied head is not saved
-            raise RuntimeError(f"weight sync: the learner's weights do not match the rollout replica "
-                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        load_state_strict(self.model, state, what="weight sync to the rollout replica")
 
 
 class ShardedEngine:
@@ -107,9 +112,8 @@ class ShardedEngine:
         self.engine, self.dp = engine, dp
 
     def generate(self, prompt_ids, params, seed=0, *, first_index=0) -> RolloutBatch:
-        n, world, rank = len(prompt_ids), self.dp.world, self.dp.rank
-        bounds = [n * r // world for r in range(world + 1)]
-        lo, hi = bounds[rank], bounds[rank + 1]
+        bounds = shard_bounds(len(prompt_ids), self.dp.world)
+        lo, hi = bounds[self.dp.rank], bounds[self.dp.rank + 1]
         mine = self.engine.generate(prompt_ids[lo:hi], params, seed, first_index=first_index + lo)
         parts = self.dp.all_gather_objects(mine)
         for r, part in enumerate(parts):

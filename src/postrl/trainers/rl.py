@@ -25,8 +25,7 @@ from postrl.distributed.data_parallel import DataParallel, init_from_env, launch
 from postrl.learner.learner import LossSpec, build_learner
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
-from postrl.rollout import ENGINES
-from postrl.rollout.engines import SamplingParams
+from postrl.rollout.engines import SamplingParams, build_engine
 from postrl.rollout.pipeline import Replica, Rollouts, ShardedEngine
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
@@ -79,13 +78,14 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
 
         start_ray(d)
         learner, pool = LearnerGroup(cfg), RolloutPool(cfg)
-        pool.sync_weights(learner.state_dict())  # the learner's initial weights are the truth
+        # weights go from the learner actor to the object store to the replicas, never via the driver
+        rollouts = Rollouts(pool, weights=learner.weights_ref, lag=lag)
+        rollouts.sync()  # the learner's initial weights are the truth
         rewards = RewardPool(cfg.rewards, d.reward_workers) if d.reward_workers else RewardSet(cfg.rewards)
-        return learner, Rollouts(pool, lag=lag), pool, rewards
+        return learner, rollouts, pool, rewards
 
     def make_engine(model):
-        return ENGINES[cfg.rollout.engine](model, tokenizer, micro_batch_size=cfg.rollout.micro_batch_size,
-                                           compile=cfg.rollout.compile, **cfg.rollout.engine_kwargs)
+        return build_engine(cfg.rollout, model, tokenizer)
 
     learner = build_learner(cfg, tokenizer, device, dp)
     sharded = dp is not None and dp.strategy == "fsdp2"
@@ -103,7 +103,7 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
     shares = not (sharded or lag) and getattr(engine, "shares_model", True)
     if dp is not None:
         engine = ShardedEngine(engine, dp)
-    rollouts = Rollouts(engine, lag=lag, background=lag > 0, shares_model=shares)
+    rollouts = Rollouts(engine, weights=learner.state_dict, lag=lag, background=lag > 0, shares_model=shares)
     return learner, rollouts, eval_engine, RewardSet(cfg.rewards)
 
 
@@ -148,7 +148,7 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
     metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
                                        mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
-    p.rollouts.sync(p.learner.state_dict)
+    p.rollouts.sync()
     t_train = time.perf_counter() - t1
 
     rewards_G = batch.rewards.view(len(idx), cfg.rollout.n)
