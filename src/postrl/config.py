@@ -300,10 +300,25 @@ class RLConfig(Section):
             raise ValueError(f"distributed.learner_procs={world} must divide the rows of every mini-batch "
                              f"(train.prompts_per_step * rollout.n / train.mini_batches = {rows} / "
                              f"{self.train.mini_batches}); change prompts_per_step, n or learner_procs")
+        if "groups" in algorithms.POLICY_LOSSES.get(a.loss).needs:
+            n, mini = self.rollout.n, rows // max(self.train.mini_batches, 1)
+            if self.train.micro_batch_size % n or rows % self.train.mini_batches or (mini // world) % n:
+                raise ValueError(
+                    f"algorithm.loss={a.loss!r} compares the {n} completions of a prompt, so every micro-batch "
+                    f"must hold whole groups: train.micro_batch_size ({self.train.micro_batch_size}) and the rows "
+                    f"of each mini-batch per learner process ({rows} / {self.train.mini_batches} mini-batches / "
+                    f"{world} procs) must be multiples of rollout.n={n}")
         if d.max_off_policy_steps and d.backend == "local" and world > 1:
             raise ValueError("distributed.max_off_policy_steps > 0 with learner_procs > 1 needs "
                              "distributed.backend=ray (rollout workers generate while the learners train)")
         return self
+
+    @property
+    def needs_reference(self) -> bool:
+        """A reference model is loaded: for a KL term, or for a loss that reads reference log-probs."""
+        from postrl.algorithms import POLICY_LOSSES
+
+        return self.algorithm.kl_coef > 0 or "reference" in POLICY_LOSSES.get(self.algorithm.loss).needs
 
     @property
     def rollout_is(self) -> str:

@@ -24,6 +24,10 @@ class Entry:
     arxiv: str | None
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    """What the entry needs from the loop beyond the defaults (e.g. a loss that compares the
+    completions of one prompt needs `"groups"`: whole groups in every micro-batch). Each
+    registry documents the words it understands; the trainer provides them, no name checks."""
 
     @property
     def formula(self) -> str:
@@ -46,7 +50,8 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, paper: str, arxiv: str | None = None, summary: str):
+    def register(self, name: str, *, paper: str, arxiv: str | None = None, summary: str,
+                 needs: tuple[str, ...] = ()):
         """Decorator registering `fn` under `name`; a second function under one name is an error."""
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,7 +61,7 @@ class Registry:
                     f"{self.kind} {name!r} is already registered by {old.fn.__module__}."
                     f"{old.fn.__qualname__}; choose another name"
                 )
-            self._entries[name] = Entry(name, fn, paper, arxiv, summary, _keyword_defaults(fn))
+            self._entries[name] = Entry(name, fn, paper, arxiv, summary, _keyword_defaults(fn), tuple(needs))
             return fn
 
         return decorate

@@ -194,8 +194,11 @@ def test_learner_group_trains_to_the_weights_of_a_local_learner(cluster, tmp_pat
 
     assert any(not torch.equal(local_weights[k], start[k]) for k in start)  # the update moved the weights
     assert weights.keys() == local_weights.keys()
+    # The actors run torch with one thread (worker_cpus=1), this process with the machine's: matmul
+    # reductions add in another order. Adam divides each element's step by its own gradient scale,
+    # so that rounding can move a weight whose gradient is near zero by a small fraction of lr (1e-2).
     for k in weights:
-        torch.testing.assert_close(weights[k], local_weights[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weights[k], local_weights[k], atol=1e-4, rtol=1e-4)
     assert metrics.keys() == local_metrics.keys()
     for k in metrics:
         assert metrics[k] == pytest.approx(local_metrics[k], rel=1e-4, abs=1e-5), k

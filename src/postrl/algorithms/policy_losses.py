@@ -15,7 +15,7 @@ from postrl.algorithms.registries import POLICY_LOSSES
 
 @dataclass
 class LossInputs:
-    """Per-token tensors, all [B, T] and aligned with the completion tokens."""
+    """Per-token tensors [B, T] aligned with the completion tokens, plus per-sequence [B] context."""
 
     logprobs: torch.Tensor  # log pi_theta(y_t), with gradient
     old_logprobs: torch.Tensor  # log pi_old(y_t), no gradient
@@ -24,6 +24,9 @@ class LossInputs:
     ref_logprobs: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     token_ids: torch.Tensor | None = None
+    behavior_logprobs: torch.Tensor | None = None  # log mu(y_t) of the sampling engine, no gradient
+    rewards: torch.Tensor | None = None  # [B] sequence rewards
+    group_ids: torch.Tensor | None = None  # [B] completions of one prompt share an id
 
 
 @dataclass

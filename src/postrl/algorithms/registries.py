@@ -3,11 +3,17 @@
 from postrl.registry import Registry
 
 ADVANTAGES = Registry("advantage estimator")
-"""name -> fn(batch: RolloutBatch, **hparams) -> advantages [B, T] (zero on masked tokens)."""
+"""name -> fn(batch: RolloutBatch, **hparams) -> advantages [B, T] (zero on masked tokens).
+
+needs: "state" (called as fn(batch, state, **hparams): `state` is a dict the estimator may read
+and update, kept across steps and saved in checkpoints, so it must hold JSON-serialisable data)."""
 
 POLICY_LOSSES = Registry("policy loss")
-"""name -> fn(logprobs, old_logprobs, advantages, mask, *, ref_logprobs, entropy, **hparams)
--> LossOutput(per-token loss [B, T], metrics)."""
+"""name -> fn(inputs: LossInputs, **hparams) -> LossOutput(per-token loss [B, T], metrics).
+
+needs: "groups" (the loss compares the completions of one prompt: every micro-batch holds whole
+groups, and `inputs.group_ids` / `inputs.rewards` are set); "reference" (reference log-probs
+are computed even when `kl_coef` is 0)."""
 
 PRESETS = Registry("preset")
 """name -> fn() -> dict of dotted config keys: a bundle of registry choices, as data."""

@@ -38,13 +38,15 @@ class LossSpec:
     max_tokens: int | None = None  # constant L of seq_mean_token_sum_norm
     rollout_is: str = "none"  # truncated IS between behaviour and old policy: none | token | sequence
     rollout_is_cap: float = 2.0
+    needs: tuple[str, ...] = ()  # the loss's registry `needs` ("groups", "reference")
 
     @classmethod
     def from_config(cls, cfg) -> "LossSpec":
         """From an `RLConfig` (algorithm section, rollout length, resolved IS mode)."""
         a = cfg.algorithm
         return cls(a.loss, dict(a.loss_kwargs), a.loss_agg, a.kl_coef, a.kl_estimator, a.kl_in_reward,
-                   a.entropy_coef, a.old_logprobs, cfg.rollout.max_new_tokens, cfg.rollout_is, a.rollout_is_cap)
+                   a.entropy_coef, a.old_logprobs, cfg.rollout.max_new_tokens, cfg.rollout_is, a.rollout_is_cap,
+                   POLICY_LOSSES.get(a.loss).needs)
 
     @property
     def kl_in_loss(self) -> bool:
@@ -102,7 +104,7 @@ def logprob_fn(train_cfg):
 def build_learner(cfg, tokenizer, device: torch.device, dp: DataParallel | None = None) -> "Learner":
     """Policy (and reference when a KL term needs one) from `cfg.model`, wrapped in a Learner."""
     model = load_model(cfg.model, tokenizer, device)
-    ref = load_reference(cfg.model, model, tokenizer, device) if cfg.algorithm.kl_coef > 0 else None
+    ref = load_reference(cfg.model, model, tokenizer, device) if cfg.needs_reference else None
     updates = cfg.train.steps * cfg.train.epochs * cfg.train.mini_batches
     return Learner(model, ref, cfg.train, total_updates=updates, device=device,
                    temperature=cfg.rollout.temperature, dp=dp)
@@ -122,7 +124,8 @@ class Learner:
         self.model = model  # unwrapped: generation, no-grad forwards, saving
         self.train_model = dp.wrap(model) if dp is not None else model  # DDP wrapper / FSDP2-sharded
         self.forward = logprob_fn(optim)
-        self.keep_groups = bool(getattr(optim, "prefix_sharing", False))  # a group shares one prompt forward
+        # a group shares one prompt forward; group losses (needs "groups") also keep groups whole
+        self.keep_groups = bool(getattr(optim, "prefix_sharing", False))
         self.optimizer = build_optimizer(model, optim)
         self.scheduler = build_scheduler(self.optimizer, optim, total_updates)
         self.bf16 = use_bf16(optim, device)
@@ -189,7 +192,7 @@ class Learner:
         gen = torch.Generator().manual_seed(seed)
         self.train_model.train()
         for _ in range(epochs):
-            order = self._order(batch, gen, shuffle=updates > 1)
+            order = self._order(batch, gen, shuffle=updates > 1, keep_groups=self.keep_groups or "groups" in spec.needs)
             size = math.ceil(batch.size / mini_batches)
             for m in range(mini_batches):
                 rows = order[m * size:(m + 1) * size]
@@ -202,11 +205,11 @@ class Learner:
             means = dict(zip(means, reduced))
         return {k: float(v) for k, v in means.items()}
 
-    def _order(self, batch: RolloutBatch, gen: torch.Generator, shuffle: bool) -> list[int]:
-        """Row order of an epoch; with prefix sharing a group's rows stay together (one shared prompt)."""
+    def _order(self, batch: RolloutBatch, gen: torch.Generator, shuffle: bool, keep_groups: bool) -> list[int]:
+        """Row order of an epoch; `keep_groups` keeps a group's rows together (rollout rows are grouped)."""
         if not shuffle:
             return list(range(batch.size))
-        if not self.keep_groups:
+        if not keep_groups:
             return torch.randperm(batch.size, generator=gen).tolist()
         groups = batch.group_ids.unique().tolist()
         order = []
@@ -236,8 +239,9 @@ class Learner:
                                                  with_entropy=True, entropy_grad=spec.entropy_coef != 0)
                 old = mb.old_logprobs[:, :T] if mb.old_logprobs is not None else logp.detach()
                 ref = mb.ref_logprobs[:, :T] if mb.ref_logprobs is not None else None
-                inp = LossInputs(logp, old, adv, mb.loss_mask, ref_logprobs=ref,
-                                 entropy=entropy, token_ids=mb.completion_ids)
+                inp = LossInputs(logp, old, adv, mb.loss_mask, ref_logprobs=ref, entropy=entropy,
+                                 token_ids=mb.completion_ids, behavior_logprobs=mb.behavior_logprobs[:, :T],
+                                 rewards=mb.rewards, group_ids=mb.group_ids)
                 out = loss_fn(inp, **spec.loss_kwargs)
                 per_token = out.loss
                 metrics = dict(out.metrics)

@@ -12,7 +12,7 @@ import copy
 import json
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,6 +51,7 @@ class Parts:
     eval_rows: list
     eval_ids: list[list[int]]
     dp: DataParallel | None = None
+    advantage_state: dict = field(default_factory=dict)  # estimators that need "state"; checkpointed
 
     @property
     def is_main(self) -> bool:
@@ -138,12 +139,14 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     result = score_batch(batch, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards)
     batch.rewards = result.total
     batch.prompt_index = torch.tensor(idx)[batch.group_ids]
-    if p.spec.kl_coef > 0:  # the reference runs once per batch
+    if p.cfg.needs_reference:  # the reference runs once per batch
         batch.ref_logprobs = p.learner.logprobs(batch, reference=True)
     if p.spec.kl_in_reward:  # the sampling policy's own log-probs: no extra forward
         kl = kl_penalty(batch.behavior_logprobs, batch.ref_logprobs, p.spec.kl_estimator)
         batch.token_rewards = -p.spec.kl_coef * kl * batch.loss_mask
-    advantages = ADVANTAGES[cfg.algorithm.advantage](batch, **cfg.algorithm.advantage_kwargs)
+    estimator = ADVANTAGES.get(cfg.algorithm.advantage)
+    state = (p.advantage_state,) if "state" in estimator.needs else ()
+    advantages = estimator.fn(batch, *state, **cfg.algorithm.advantage_kwargs)
 
     t1 = time.perf_counter()
     metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
@@ -218,6 +221,7 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
     if ckpt is not None:
         state.update(p.learner.load_checkpoint(ckpt))
         p.sampler.load_state_dict(state["sampler"])
+        p.advantage_state.update(state.pop("advantage_state", {}))
         saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
         if p.is_main:
             truncate_jsonl(run_dir / "eval.jsonl", state["step"])
@@ -257,7 +261,7 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
                 logger.log(done, metrics)
             advance(reward=metrics["reward/mean"], acc=metrics["accuracy"])
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
-                state.update(step=done, sampler=p.sampler.state_dict(),
+                state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,
                              pending={str(k): v for k, v in p.rollouts.pending().items()})
                 p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
                                           keep_last=cfg.checkpoint.keep_last)
