@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# about 480 characters of worked examples (the tiny tokenizer is character-level: ~480 tokens)
+LONG_SYSTEM = ("Add the two numbers. Examples: " + " ".join(f"{a}+{b}={a + b}." for a, b in
+                                                          zip(range(11, 99), range(97, 9, -2))))[:500]
+
+
 @dataclass(frozen=True)
 class Size:
     """One benchmark workload: the model shape and the RL step both frameworks run."""
@@ -36,6 +41,7 @@ class Size:
     eval_limit: int  # held-out prompts of the final greedy evaluation
     quick_eval_limit: int
     task: dict = field(default_factory=lambda: {"source": "task:arithmetic", "task_kwargs": {"level": 2}})
+    postrl_train: dict = field(default_factory=dict)  # postrl-only `train` settings (TRL has no such option)
 
     @property
     def rows(self) -> int:
@@ -55,6 +61,15 @@ SIZES = {
                         "intermediate_size": 1024},
                 prompts=8, n=8, max_new_tokens=64, reward="digit_fraction", sft=False, lr=1e-4,
                 steps=10, quick_steps=3, eval_limit=128, quick_eval_limit=16),
+    # long prompts: a ~500-token system prompt shared by all prompts (few-shot examples), 8
+    # completions of 32 tokens each; postrl encodes each prompt once in generation (shared
+    # prefill) and in the learner (train.prefix_sharing), TRL n times.
+    "long": Size("long", {"hidden_size": 256, "num_layers": 8, "num_heads": 8, "num_kv_heads": 4,
+                          "intermediate_size": 1024, "max_position_embeddings": 1024},
+                 prompts=4, n=8, max_new_tokens=32, reward="digit_fraction", sft=False, lr=1e-4,
+                 steps=10, quick_steps=3, eval_limit=64, quick_eval_limit=16,
+                 task={"source": "task:arithmetic", "task_kwargs": {"level": 2}, "system_prompt": LONG_SYSTEM},
+                 postrl_train={"prefix_sharing": True}),
 }
 
 
@@ -84,7 +99,8 @@ def rl_config(size: Size, model: str, steps: int, *, reward: str | None = None) 
                       "advantage_kwargs": {"eps": 1e-4}, "loss_kwargs": {"clip_low": 0.2, "clip_high": 0.2}},
         "train": {"steps": steps, "prompts_per_step": size.prompts, "lr": size.lr, "micro_batch_size": size.rows,
                   "max_grad_norm": 1.0, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8,
-                  "schedule": "constant", "warmup_steps": 0, "epochs": 1, "mini_batches": 1, "bf16": False},
+                  "schedule": "constant", "warmup_steps": 0, "epochs": 1, "mini_batches": 1, "bf16": False,
+                  **size.postrl_train},
         "eval": {"limit": 1, "before": False, "every": 0},
         "checkpoint": {"every": steps, "keep_last": 1},
         "logging": {"console_every": 1, "progress": False},

@@ -1,6 +1,6 @@
 """Side by side: the same GRPO work with TRL's GRPOTrainer and with `postrl train`, plus the roofline.
 
-    python -m benchmarks.vs_trl [--quick] [--sizes small,10m] [--steps N]
+    python -m benchmarks.vs_trl [--quick] [--sizes small,10m,long] [--steps N]
 
 For each size (see `benchmarks.common.SIZES`) both frameworks run one after the other, each in
 its own process, from the same saved model directory (`build_model` + `save_pretrained`; for
@@ -344,7 +344,7 @@ def report(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vs_trl", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps and a small evaluation (a smoke run)")
-    parser.add_argument("--sizes", default="small,10m", help=f"comma-separated, from {', '.join(SIZES)}")
+    parser.add_argument("--sizes", default="small,10m,long", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--steps", type=int, help="RL steps per framework (default: per size, see common.SIZES)")
     parser.add_argument("--out", default=str(OUT), help="directory for models, runs, logs and vs_trl.json")
     parser.add_argument("--threads", type=int, help="torch threads of every process (default: torch's, one per "

@@ -149,6 +149,21 @@ def test_sampled_tokens_do_not_depend_on_the_micro_batch_size(tiny):
     assert len({tuple(r) for r in one.completion_ids.tolist()}) > 1  # rows draw from different streams
 
 
+def test_a_prompt_is_prefilled_once_for_its_n_completions(tiny):
+    tok, _, prompts = tiny
+    model = build_model(tok, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                        init_seed=3).eval()
+    sizes = decode_batch_sizes(model)
+    p = SamplingParams(n=4, temperature=1.0, top_k=50, max_new_tokens=6)
+    shared = HFEngine(model, tok).generate(prompts + prompts[:1], p, seed=4)
+    assert sizes[0] == 3  # 4 prompts, 3 distinct: 3 prefill rows for 16 completions
+    assert max(sizes) == 16
+    sizes.clear()
+    separate = HFEngine(model, tok, share_prefill=False).generate(prompts + prompts[:1], p, seed=4)
+    assert sizes[0] == 16
+    assert_same_rollouts(shared, separate)
+
+
 def test_dropping_finished_rows_changes_nothing():
     tok = build_tokenizer()
     model = eos_prone_model(tok)
@@ -156,7 +171,7 @@ def test_dropping_finished_rows_changes_nothing():
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7=", "99-3="]]
     p = SamplingParams(n=4, temperature=1.0, max_new_tokens=10)
     kept = HFEngine(model, tok, compact_fraction=2.0).generate(prompts, p, seed=2)
-    assert set(sizes) == {16}
+    assert sizes[0] == 4 and set(sizes[1:]) == {16}  # one prefill row per prompt, then all 16 rows
     sizes.clear()
     dropped = HFEngine(model, tok, compact_fraction=0.0).generate(prompts, p, seed=2)
     assert min(sizes) < 16  # rows were really dropped ...

@@ -9,7 +9,10 @@ things keep the loop cheap:
   the dynamic cache; `cache_fallback` says why;
 - finished rows are dropped: once `compact_fraction` of the active rows have hit EOS or a stop
   string, the cache, masks and positions are indexed down to the live rows;
-- the only per-token Python work is sampling and the stop check (stop strings only when set).
+- the only per-token Python work is sampling and the stop check (stop strings only when set);
+- the n completions of a prompt share its prefill: each distinct prompt of a chunk is encoded
+  once and its cache rows are copied n times (`share_prefill`), so a long prompt costs one
+  forward, not n.
 
 Sampling is batch-invariant (see `sampling.py`): row (prompt i, sample j) draws from its own
 stream keyed by `(seed, first_index + i, j)`, so its tokens do not depend on the micro-batch
@@ -34,13 +37,15 @@ from postrl.rollout.sampling import row_uniforms, sample_tokens
 
 class HFEngine:
     def __init__(self, model, tokenizer, *, micro_batch_size: int = 256, compile: bool = False,
-                 compact_fraction: float = 0.25):
+                 compact_fraction: float = 0.25, share_prefill: bool = True):
         """`compact_fraction`: drop finished rows once at least this share of the active rows has
-        finished (0 drops at every finish, above 1 never). Results do not depend on it."""
+        finished (0 drops at every finish, above 1 never). `share_prefill`: encode each distinct
+        prompt once. Results depend on neither (up to float rounding)."""
         self.tokenizer = tokenizer
         self.micro_batch_size = micro_batch_size
         self.compile = compile
         self.compact_fraction = compact_fraction
+        self.share_prefill = share_prefill
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = "
                              "tokenizer.eos_token) before generating")
@@ -120,9 +125,15 @@ class HFEngine:
             cache = StaticCache(config=self.model.config, max_cache_len=P + T)
         else:
             cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=prompt_ids.to(device), attention_mask=attn if static else attn[:, :P],
-                         position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        first, copy_of = self._distinct(prompts, cache)
+        out = self.model(input_ids=prompt_ids[first].to(device),
+                         attention_mask=(attn if static else attn[:, :P])[first.to(device)],
+                         position_ids=pos[first.to(device)], past_key_values=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
+        if len(first) < B:  # every row gets its prompt's cache rows and next-token logits
+            copy_of = copy_of.to(device)
+            _select_cache_rows(cache, copy_of)
+            logits = logits.index_select(0, copy_of)
         next_pos = pos[:, -1:] + 1
 
         # Outputs are indexed by chunk row; `rows` maps active rows (the batch being decoded) to them.
@@ -170,6 +181,21 @@ class HFEngine:
             behavior_logprobs=behavior[:, :steps].cpu(), group_ids=torch.zeros(B, dtype=torch.long),
             metadata={"finish_reason": finish},
         )
+
+    def _distinct(self, prompts: list[list[int]], cache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows to prefill (the first of each distinct prompt) and, per row, its prefilled row."""
+        rows = torch.arange(len(prompts))
+        if not self.share_prefill or not _can_drop_rows(cache):
+            return rows, rows
+        slot: dict[tuple[int, ...], int] = {}
+        first, copy_of = [], []
+        for i, p in enumerate(prompts):
+            key = tuple(p)
+            if key not in slot:
+                slot[key] = len(first)
+                first.append(i)
+            copy_of.append(slot[key])
+        return torch.tensor(first, dtype=torch.long), torch.tensor(copy_of, dtype=torch.long)
 
     def _stop_hits(self, tail: torch.Tensor, done: torch.Tensor, stops: list[str]) -> torch.Tensor:
         """Rows whose decoded tail now ends with a stop string (per-row Python: only with stops)."""
