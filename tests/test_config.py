@@ -99,3 +99,24 @@ def test_rollout_importance_sampling_turns_on_with_stale_rollouts():
     assert resolve(RLConfig, {}, {"distributed.max_off_policy_steps": 2}).rollout_is == "token"
     assert resolve(RLConfig, {}, {"distributed.max_off_policy_steps": 2,
                                   "algorithm.rollout_is": "sequence"}).rollout_is == "sequence"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"distributed.backend": "ray"}, "not supported with it: distributed.backend='ray'"),
+    ({"distributed.learner_procs": 2}, "not supported with it: distributed.learner_procs=2"),
+    ({"distributed.max_off_policy_steps": 1}, "not supported with it: distributed.max_off_policy_steps=1"),
+])
+def test_a_critic_is_refused_outside_one_local_learner_with_the_alternatives_named(overrides, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        resolve(RLConfig, {"algorithm": {"advantage": "gae"}}, overrides)
+    assert "critic-free estimator (grpo" in str(e.value)
+
+
+def test_the_critic_follows_the_estimators_needs_and_its_settings_need_one():
+    assert resolve(RLConfig, {"algorithm": {"preset": "ppo"}}).needs_critic
+    assert resolve(RLConfig, {"algorithm": {"advantage": "t_ppo"}}).needs_critic
+    assert not resolve(RLConfig, {}).needs_critic
+    with pytest.raises(ConfigError, match="critic.lr is set but algorithm.advantage='grpo' trains no value model"):
+        resolve(RLConfig, {"critic": {"lr": 1e-4}})
+    dumped = resolve(RLConfig, {}).model_dump(mode="json")  # a written config.yaml lists every critic key
+    assert not resolve(RLConfig, dumped).needs_critic

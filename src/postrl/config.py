@@ -169,15 +169,21 @@ class AlgorithmSection(Section):
 
 
 # -------------------------------------------------------------------------------------- learner
-class OptimSection(Section):
+class OptimizerFields(Section):
+    """AdamW and its schedule: the policy's (`train`) and the critic's (`critic`) settings."""
+
     lr: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     warmup_steps: int = Field(0, ge=0)
+    """Linear learning-rate warm-up, in optimizer updates."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
+
+
+class OptimSection(OptimizerFields):
     micro_batch_size: int = Field(64, ge=1)
     """Sequences per forward/backward; gradients accumulate over micro-batches."""
     bf16: bool | None = None
@@ -187,6 +193,24 @@ class OptimSection(Section):
     same gradients, less work when prompts are long relative to completions."""
     packing: bool = False
     """Pack variable-length sequences into fewer rows (no padding waste) in the learner's forward."""
+
+
+class CriticSection(OptimizerFields):
+    """The value model (`learner/critic.py`), built when `algorithm.advantage` needs "values" (gae,
+    t_ppo). It trains with the policy's epochs, mini-batches and micro-batch size, on its own
+    optimizer. Under any other estimator this section must stay at its defaults."""
+
+    name_or_path: str | None = None
+    """Backbone of the value model; None: the policy's (`model.name_or_path`, the same `tiny` spec).
+    A directory holding a saved critic (`checkpoints/step_*/critic`) keeps its value head."""
+    lr: float = Field(1e-5, gt=0)
+    """verl's critic default (OpenRLHF: 9e-6); usually ~10x the policy's."""
+    vf_clip: float | None = Field(0.2, gt=0)
+    """Value clipping: 0.5 * max((V - R)^2, (clip(V, V_old - vf_clip, V_old + vf_clip) - R)^2).
+    0.2 as TRL's PPOConfig (verl and OpenRLHF use 0.5); None: plain 0.5 * (V - R)^2."""
+    policy_freeze_steps: int = Field(0, ge=0)
+    """RL steps at the start that train only the critic, so a fresh value head is not trusted
+    blindly (OpenRLHF `--freezing_actor_steps`, verl `trainer.critic_warmup`)."""
 
 
 class TrainSection(OptimSection):
@@ -261,6 +285,7 @@ class RLConfig(Section):
     rewards: list[RewardSpec] = [RewardSpec(name="exact_match")]
     algorithm: AlgorithmSection = AlgorithmSection()
     train: TrainSection = TrainSection()
+    critic: CriticSection = CriticSection()
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     logging: LoggingSection = LoggingSection()
@@ -311,7 +336,15 @@ class RLConfig(Section):
         if d.max_off_policy_steps and d.backend == "local" and world > 1:
             raise ValueError("distributed.max_off_policy_steps > 0 with learner_procs > 1 needs "
                              "distributed.backend=ray (rollout workers generate while the learners train)")
+        _check_critic(self)
         return self
+
+    @property
+    def needs_critic(self) -> bool:
+        """A value model is trained: the advantage estimator's registry entry needs "values"."""
+        from postrl.algorithms import ADVANTAGES
+
+        return "values" in ADVANTAGES.get(self.algorithm.advantage).needs
 
     @property
     def needs_reference(self) -> bool:
@@ -354,6 +387,27 @@ class SFTConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.name}")
+
+
+def _check_critic(cfg: RLConfig) -> None:
+    """The critic runs in the single local learner process; its settings need an estimator that uses it."""
+    adv, d = cfg.algorithm.advantage, cfg.distributed
+    if not cfg.needs_critic:
+        # compared with the defaults, not `model_fields_set`: a dumped config.yaml lists every key
+        changed = [k for k, v in cfg.critic if v != CriticSection.model_fields[k].default]
+        if changed:
+            raise ValueError(f"critic.{changed[0]} is set but algorithm.advantage={adv!r} trains no value model; "
+                             "use a critic-based estimator (gae, t_ppo, or preset ppo) or drop the critic settings")
+        return
+    where = [f"distributed.backend={d.backend!r}" if d.backend != "local" else None,
+             f"distributed.learner_procs={d.learner_procs}" if d.learner_procs > 1 else None,
+             f"distributed.max_off_policy_steps={d.max_off_policy_steps}" if d.max_off_policy_steps else None]
+    where = [w for w in where if w]
+    if where:
+        raise ValueError(f"algorithm.advantage={adv!r} trains a value model (critic), which runs only in one local "
+                         f"learner process with synchronous rollouts; not supported with it: {', '.join(where)}. "
+                         "Use distributed.backend=local, learner_procs=1, max_off_policy_steps=0, or a critic-free "
+                         "estimator (grpo, rloo, reinforce_pp)")
 
 
 def _in_registry(registry, name: str, key: str) -> None:

@@ -41,3 +41,23 @@ def reinforce_pp():
             "algorithm.loss_kwargs": {"clip_low": 0.2, "clip_high": 0.2},
             "algorithm.loss_agg": "token_mean", "algorithm.kl_coef": 0.01,
             "algorithm.kl_estimator": "k1", "algorithm.kl_in_reward": True}
+
+
+@PRESETS.register("ppo", paper="Proximal Policy Optimization Algorithms", arxiv="1707.06347",
+                  summary="learned critic + GAE (gamma 1, lambda 0.95, whitened), PPO clip 0.2, k1 KL 0.05 in reward")
+def ppo():
+    # RLHF-style PPO (Ziegler et al. 2019; TRL's PPOConfig): per-token KL penalty in the reward with
+    # kl_coef 0.05 (TRL's default and "The N+ Implementation Details of RLHF with PPO", 2403.17031;
+    # OpenRLHF uses 0.01, verl 0.001). The critic is enabled by the estimator ("gae" needs "values");
+    # gae's own defaults (gamma 1, lambda 0.95, whitening) are the preset's, so they are not repeated.
+    return {"algorithm.advantage": "gae",
+            "algorithm.loss": "ppo_clip", "algorithm.loss_kwargs": {"clip_low": 0.2, "clip_high": 0.2},
+            "algorithm.loss_agg": "token_mean", "algorithm.kl_coef": 0.05,
+            "algorithm.kl_estimator": "k1", "algorithm.kl_in_reward": True}
+
+
+@PRESETS.register("t_ppo", paper="Truncated Proximal Policy Optimization", arxiv="2506.15050",
+                  summary="ppo with extended GAE: length-truncated responses bootstrap from the critic")
+def t_ppo():
+    # t_ppo's defaults: policy lambda 0.95, critic targets with lambda 1 on finished responses only
+    return {**ppo(), "algorithm.advantage": "t_ppo"}

@@ -232,8 +232,12 @@ class LearnerGroup:
     def num_parameters(self) -> tuple[int, int]:
         return self._all("num_parameters")
 
-    def save_checkpoint(self, run_dir, step: int, *, tokenizer, state: dict[str, Any], keep_last: int):
+    def save_checkpoint(self, run_dir, step: int, *, tokenizer, state: dict[str, Any], keep_last: int,
+                        extra_dirs=None):
         """Written by rank 0 on its node (the run directory must be shared storage across nodes)."""
+        if extra_dirs:  # writers are driver-side closures (the critic), which config validation refuses on Ray
+            raise NotImplementedError("the Ray learner cannot write extra checkpoint parts: "
+                                      f"{', '.join(extra_dirs)}")
         return self._all("save_checkpoint", run_dir, step, tokenizer=tokenizer, state=state, keep_last=keep_last)
 
     def load_checkpoint(self, path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Layout of `RUN_DIR/checkpoints/step_000050/`: the model (`save_pretrained`, safetensors; a
 LoRA adapter under LoRA), the tokenizer, `optimizer.pt` (optimizer, scheduler, RNG states) and
-`trainer_state.json` (step, sampler state, data cursor). A checkpoint is written into a hidden
+`trainer_state.json` (step, sampler state, data cursor), plus any extra part the trainer owns in
+its own subdirectory (`critic/`: the value model and its optimizer). A checkpoint is written into a hidden
 temporary directory, every file is fsynced, and the directory is renamed into place: a crash
 mid-write never leaves a half checkpoint under a `step_*` name. The last `keep_last` are kept.
 """
@@ -14,7 +15,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,9 +29,11 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimizer=None, scheduler=None,
                     state: dict[str, Any] | None = None, keep_last: int = 2, weights=None,
-                    optimizer_state=None) -> Path:
+                    optimizer_state=None, extra_dirs: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """`weights` / `optimizer_state`: full state dicts gathered from a sharded (FSDP2) model, which
-    are saved instead of `model.state_dict()` / `optimizer.state_dict()`."""
+    are saved instead of `model.state_dict()` / `optimizer.state_dict()`. `extra_dirs` maps a
+    subdirectory name to a function that writes into it (e.g. the critic's `save`); it runs inside
+    the temporary directory, so those files appear atomically with the rest."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -51,6 +54,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimiz
         extra["scheduler"] = scheduler.state_dict()
     torch.save(extra, tmp / OPTIM_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, **(state or {})}, indent=1))
+    for name, write in (extra_dirs or {}).items():
+        write(tmp / name)
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)

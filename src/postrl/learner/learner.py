@@ -236,7 +236,8 @@ class Learner:
             with sync:
                 with self.autocast():
                     logp, entropy = self.forward(self.train_model, mb, temperature=self.temperature,
-                                                 with_entropy=True, entropy_grad=spec.entropy_coef != 0)
+                                                 with_entropy=True,
+                                                 entropy_grad=spec.entropy_coef != 0 or "entropy_grad" in spec.needs)
                 old = mb.old_logprobs[:, :T] if mb.old_logprobs is not None else logp.detach()
                 ref = mb.ref_logprobs[:, :T] if mb.ref_logprobs is not None else None
                 inp = LossInputs(logp, old, adv, mb.loss_mask, ref_logprobs=ref, entropy=entropy,
@@ -293,8 +294,10 @@ class Learner:
             return total, trainable
         return count_parameters(self.model)
 
-    def save_checkpoint(self, run_dir, step: int, *, tokenizer, state: dict[str, Any], keep_last: int):
-        """Rank 0 writes (atomically); under FSDP2 every rank takes part in gathering the state."""
+    def save_checkpoint(self, run_dir, step: int, *, tokenizer, state: dict[str, Any], keep_last: int,
+                        extra_dirs=None):
+        """Rank 0 writes (atomically); under FSDP2 every rank takes part in gathering the state.
+        `extra_dirs`: subdirectory -> writer for parts the learner does not own (the critic)."""
         sharded = self.dp is not None and self.dp.strategy == "fsdp2"
         weights = self.state_dict() if sharded else None
         optim_state = _full_optimizer_state(self.model, self.optimizer) if sharded else None
@@ -302,7 +305,8 @@ class Learner:
         if self.dp is None or self.dp.is_main:
             path = ckpt.save_checkpoint(run_dir, step, model=self.model, tokenizer=tokenizer,
                                         optimizer=self.optimizer, scheduler=self.scheduler, state=state,
-                                        keep_last=keep_last, weights=weights, optimizer_state=optim_state)
+                                        keep_last=keep_last, weights=weights, optimizer_state=optim_state,
+                                        extra_dirs=extra_dirs)
         if self.dp is not None:
             self.dp.barrier()  # nobody moves on (or resumes) before the checkpoint exists
         return path

@@ -14,6 +14,13 @@ ends. Per-token tensors are `[B, T]` and aligned with `completion_ids`. Optional
 hooks later stages fill or read: process rewards (`token_rewards`, `step_rewards`), agent
 structure (`turn_ids`, `step_ids`, `state_keys`), critic values, reference log-probs.
 
+The critic contract (see `learner/critic.py`): before advantages the trainer fills `values`
+(V of the state before each completion token, 0 on masked tokens) and `last_values` (V of the
+state after the last token); an estimator whose registry entry needs "values" reads them and
+leaves the critic's targets in `returns` (and, to train the critic on fewer tokens than
+`loss_mask`, a `value_mask`). These are per-row tensors, so `select`/`trimmed`/`to`/`concat`
+carry them like any other field.
+
 `PreferenceBatch` is the pairwise/listwise counterpart used by preference objectives.
 Shape suffixes in names elsewhere follow the same letters: _B batch, _G group, _T token.
 """
@@ -41,7 +48,10 @@ class RolloutBatch:
     turn_ids: torch.Tensor | None = None  # [B, T] which turn each token belongs to (-1: none)
     step_ids: torch.Tensor | None = None  # [B] step index of this row within its episode
     state_keys: list[str] | None = None  # [B] hashable anchor-state key (GiGPO-style grouping)
-    values: torch.Tensor | None = None  # [B, T] critic values, when a value model is used
+    values: torch.Tensor | None = None  # [B, T] critic values V(s_t), when a value model is used
+    last_values: torch.Tensor | None = None  # [B] critic value of the state after the last completion token
+    returns: torch.Tensor | None = None  # [B, T] value targets, left by estimators that need "values"
+    value_mask: torch.Tensor | None = None  # [B, T] tokens the critic trains on (None: loss_mask)
     ref_logprobs: torch.Tensor | None = None  # [B, T] filled by the learner once per batch
     old_logprobs: torch.Tensor | None = None  # [B, T] filled when the batch is reused off-policy
     prompt_index: torch.Tensor | None = None  # [B] dataset row of each prompt (for samplers)

@@ -22,6 +22,7 @@ from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
 from postrl.data.loading import is_single_file
 from postrl.distributed.data_parallel import DataParallel, init_from_env, launch
+from postrl.learner.critic import CRITIC_DIR, build_critic
 from postrl.learner.learner import LossSpec, build_learner
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
@@ -52,6 +53,7 @@ class Parts:
     eval_ids: list[list[int]]
     dp: DataParallel | None = None
     advantage_state: dict = field(default_factory=dict)  # estimators that need "state"; checkpointed
+    critic: Any = None  # the value model (learner/critic.py) when the estimator needs "values"
 
     @property
     def is_main(self) -> bool:
@@ -67,8 +69,9 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
         eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
     sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
+    critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
     return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, LossSpec.from_config(cfg), rewards,
-                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp)
+                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic)
 
 
 def _placement(cfg: RLConfig, tokenizer, device, dp):
@@ -145,12 +148,21 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
         kl = kl_penalty(batch.behavior_logprobs, batch.ref_logprobs, p.spec.kl_estimator)
         batch.token_rewards = -p.spec.kl_coef * kl * batch.loss_mask
     estimator = ADVANTAGES.get(cfg.algorithm.advantage)
+    if p.critic is not None:  # the estimator needs "values"; it leaves the critic's targets in batch.returns
+        batch.values, batch.last_values = p.critic.values(batch)
     state = (p.advantage_state,) if "state" in estimator.needs else ()
     advantages = estimator.fn(batch, *state, **cfg.algorithm.advantage_kwargs)
+    old_values = batch.values  # the policy update clears batch.values
 
     t1 = time.perf_counter()
-    metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
-                                       mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
+    metrics = {}
+    if step >= cfg.critic.policy_freeze_steps:
+        metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
+                                           mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
+    if p.critic is not None:
+        metrics.update(p.critic.train_on_batch(batch, batch.returns, old_values, mask=batch.value_mask,
+                                               epochs=cfg.train.epochs, mini_batches=cfg.train.mini_batches,
+                                               seed=_step_seed(cfg.seed, step)))
     p.rollouts.sync()
     t_train = time.perf_counter() - t1
 
@@ -220,6 +232,8 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
     saved: dict[int, list[int]] = {}
     if ckpt is not None:
         state.update(p.learner.load_checkpoint(ckpt))
+        if p.critic is not None:
+            p.critic.load(ckpt / CRITIC_DIR)
         p.sampler.load_state_dict(state["sampler"])
         p.advantage_state.update(state.pop("advantage_state", {}))
         saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
@@ -264,7 +278,8 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
                 state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,
                              pending={str(k): v for k, v in p.rollouts.pending().items()})
                 p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
-                                          keep_last=cfg.checkpoint.keep_last)
+                                          keep_last=cfg.checkpoint.keep_last,
+                                          extra_dirs={CRITIC_DIR: p.critic.save} if p.critic is not None else None)
     if logger is not None:
         logger.close()
 
