@@ -56,7 +56,7 @@ def test_unknown_loss_kwarg_lists_the_loss_parameters():
 
 def test_unknown_preset_suggests_the_closest():
     with pytest.raises(ConfigError, match="did you mean 'grpo'"):
-        resolve(RLConfig, {"algorithm": {"preset": "gpro"}})
+        resolve(RLConfig, {"algorithm": {"preset": "grpoo"}})
 
 
 def test_kl_in_reward_without_coefficient_is_rejected():

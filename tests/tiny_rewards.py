@@ -16,3 +16,9 @@ def token_id_mean(prompts, completions, completion_ids, **kwargs):
     """Mean sampled token id / 256: differs between almost any two samples of a random model, so
     groups have non-zero advantages even when no completion ends early (unlike `length_reward`)."""
     return [sum(ids) / max(len(ids), 1) / 256 for ids in completion_ids]
+
+
+def token_parity(prompts, completions, completion_ids, **kwargs):
+    """1.0 when the sampled token ids sum to an even number: a binary (verifier-like) reward that a
+    random model's samples split on, so most groups have both labels."""
+    return [float(sum(ids) % 2 == 0) for ids in completion_ids]

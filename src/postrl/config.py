@@ -72,6 +72,38 @@ class ModelSection(Section):
     ref_model: str | None = None
     """Reference model path; default a frozen copy of the initial policy (or the adapter-disabled
     base under LoRA)."""
+    reference_soup: list[str | dict[str, Any]] = []
+    """SALSA (arXiv 2411.01798): the reference model is the weight average of these models, which
+    must share one architecture. Each is a path or hub id, `tiny` (this section's `tiny` model),
+    or a mapping of `tiny` fields to change (e.g. `{init_seed: 1}`). At least two; not with ref_model."""
+    reference_soup_weights: list[float] | None = None
+    """Weights of the soup's members (positive, normalised to sum 1); None: the plain mean."""
+
+    @model_validator(mode="after")
+    def _check_soup(self):
+        soup, weights = self.reference_soup, self.reference_soup_weights
+        if not soup:
+            if weights is not None:
+                raise ValueError("model.reference_soup_weights is set but model.reference_soup is empty; "
+                                 "list the soup's models or drop the weights")
+            return self
+        if len(soup) < 2:
+            raise ValueError(f"model.reference_soup has {len(soup)} model; a soup averages at least two "
+                             "(for one reference model use model.ref_model)")
+        if self.ref_model:
+            raise ValueError("model.ref_model and model.reference_soup both name the reference model; keep one")
+        if weights is not None and (len(weights) != len(soup) or any(w <= 0 for w in weights)):
+            raise ValueError(f"model.reference_soup_weights = {weights}: give one positive weight per model "
+                             f"of model.reference_soup ({len(soup)})")
+        for i, member in enumerate(soup):
+            if isinstance(member, dict):
+                try:
+                    TinyModel.model_validate({**self.tiny.model_dump(), **member})
+                except ValidationError as e:
+                    raise ValueError(f"model.reference_soup[{i}] = {member}: not a valid change of model.tiny "
+                                     f"({e.errors()[0]['msg']}); allowed keys: "
+                                     f"{', '.join(TinyModel.model_fields)}") from None
+        return self
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -134,6 +166,10 @@ class RolloutSection(Section):
     """Extra engine options (vllm: gpu_memory_utilization, tensor_parallel_size, enable_sleep_mode, ...)."""
     compile: bool = False
     """`torch.compile` the engine's decode step (pays off on GPUs; compile time dominates short CPU runs)."""
+    inject_reference: str | None = None
+    """Mixed-policy groups (TempSamp-R1, arXiv 2509.18056): the dataset column holding a reference
+    solution; the last completion of every group is replaced by it (its tokens + EOS, trained on
+    like a sample, behaviour log-probs from the learner). Marked in batch.metadata["reference_injected"]."""
 
 
 class RewardSpec(Section):
@@ -166,6 +202,18 @@ class AlgorithmSection(Section):
     is multiplied by min(pi_old / pi_behavior, rollout_is_cap), per token or per sequence.
     auto: token-level when `distributed.max_off_policy_steps > 0`, else none."""
     rollout_is_cap: float = Field(2.0, ge=1)
+    kl_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """How the KL coefficient moves over training (GRPO-D, OThink-MR1 arXiv 2503.16081: small early
+    for exploration, larger later): from `kl_coef_start` at step 0 to `kl_coef` at step
+    `kl_schedule_steps`, then constant; linear or along a half cosine. Logged as `kl_coef`."""
+    kl_coef_start: float | None = Field(None, ge=0)
+    """KL coefficient at step 0; required by a linear or cosine kl_schedule, unused by constant."""
+    kl_schedule_steps: int | None = Field(None, ge=1)
+    """Step at which the schedule reaches `kl_coef`; None: the last step (train.steps - 1)."""
+    mask_truncated: bool = False
+    """Overlong filtering (DAPO arXiv 2503.14476; TRL `mask_truncated_completions`): completions cut
+    at rollout.max_new_tokens (finish_reason "length") get loss_mask 0. They still count in the
+    group statistics of the advantage."""
 
 
 # -------------------------------------------------------------------------------------- learner
@@ -309,7 +357,9 @@ class RLConfig(Section):
             if ":" not in r.name:
                 _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
                 rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
-        if a.kl_in_reward and a.kl_coef == 0:
+                if "max_new_tokens" in rewards.REWARDS.get(r.name).needs and r.kwargs.get("max_tokens") is None:
+                    r.kwargs = {**r.kwargs, "max_tokens": self.rollout.max_new_tokens}
+        if a.kl_in_reward and a.kl_coef == 0 and not a.kl_coef_start:
             raise ValueError("algorithm.kl_in_reward is true but algorithm.kl_coef is 0; set a "
                              "positive kl_coef or drop kl_in_reward")
         if self.train.prefix_sharing and self.model.gradient_checkpointing:
@@ -337,6 +387,8 @@ class RLConfig(Section):
             raise ValueError("distributed.max_off_policy_steps > 0 with learner_procs > 1 needs "
                              "distributed.backend=ray (rollout workers generate while the learners train)")
         _check_critic(self)
+        _check_loop_features(self)
+        _check_value_credit(self)
         return self
 
     @property
@@ -351,7 +403,9 @@ class RLConfig(Section):
         """A reference model is loaded: for a KL term, or for a loss that reads reference log-probs."""
         from postrl.algorithms import POLICY_LOSSES
 
-        return self.algorithm.kl_coef > 0 or "reference" in POLICY_LOSSES.get(self.algorithm.loss).needs
+        a = self.algorithm
+        kl = max(a.kl_coef, a.kl_coef_start or 0.0) if a.kl_schedule != "constant" else a.kl_coef
+        return kl > 0 or "reference" in POLICY_LOSSES.get(a.loss).needs
 
     @property
     def rollout_is(self) -> str:
@@ -408,6 +462,59 @@ def _check_critic(cfg: RLConfig) -> None:
                          f"learner process with synchronous rollouts; not supported with it: {', '.join(where)}. "
                          "Use distributed.backend=local, learner_procs=1, max_off_policy_steps=0, or a critic-free "
                          "estimator (grpo, rloo, reinforce_pp)")
+
+
+def _check_loop_features(cfg: RLConfig) -> None:
+    """Settings of the loop features (`trainers/collect.py`, KL schedule, reference soup) that do not fit together."""
+    from postrl import algorithms, samplers
+
+    a, lag, n = cfg.algorithm, cfg.distributed.max_off_policy_steps, cfg.rollout.n
+    if a.kl_schedule == "constant" and (a.kl_coef_start is not None or a.kl_schedule_steps is not None):
+        raise ValueError("algorithm.kl_coef_start / kl_schedule_steps are set but algorithm.kl_schedule is "
+                         "'constant'; set kl_schedule: linear (or cosine), or drop them")
+    if a.kl_schedule != "constant" and a.kl_coef_start is None:
+        raise ValueError(f"algorithm.kl_schedule={a.kl_schedule!r} needs algorithm.kl_coef_start (the coefficient "
+                         f"at step 0; it moves to algorithm.kl_coef={a.kl_coef}), e.g. kl_coef_start: 0.0")
+    sampler = samplers.SAMPLERS[cfg.sampler.name]
+    if getattr(sampler, "filters_groups", False):
+        if lag:
+            raise ValueError(f"sampler.name={cfg.sampler.name!r} refills the batch within the step, which needs "
+                             f"synchronous rollouts; distributed.max_off_policy_steps is {lag}: set it to 0 "
+                             "or use sampler.name: uniform")
+        if n < 2:
+            raise ValueError(f"sampler.name={cfg.sampler.name!r} keeps groups whose rewards differ, which a group "
+                             "of rollout.n=1 never has; set rollout.n >= 2")
+    if "greedy_rewards" in algorithms.ADVANTAGES.get(a.advantage).needs and lag:
+        raise ValueError(f"algorithm.advantage={a.advantage!r} needs a greedy completion from the policy that "
+                         f"sampled the batch, so it needs synchronous rollouts; distributed.max_off_policy_steps "
+                         f"is {lag}: set it to 0")
+    if cfg.rollout.inject_reference is not None and n < 2:
+        raise ValueError(f"rollout.inject_reference={cfg.rollout.inject_reference!r} replaces one completion per "
+                         "group, which leaves no sample of the policy with rollout.n=1; set rollout.n >= 2")
+    if cfg.model.reference_soup and not cfg.needs_reference:
+        raise ValueError("model.reference_soup builds a reference model, but nothing uses one (algorithm.kl_coef "
+                         "is 0 and the loss reads no reference); set algorithm.kl_coef > 0 or drop the soup")
+
+
+def _check_value_credit(cfg: RLConfig) -> None:
+    """What estimators needing "mc_values" and losses needing "vocab_mean" (SPO, ROVER) require of the loop."""
+    from postrl import algorithms
+    from postrl.algorithms import segment_mc
+
+    a, lag = cfg.algorithm, cfg.distributed.max_off_policy_steps
+    estimator = algorithms.ADVANTAGES.get(a.advantage)
+    if "mc_values" in estimator.needs:
+        if lag:
+            raise ValueError(f"algorithm.advantage={a.advantage!r} samples continuations of the batch's prefixes "
+                             "with the policy that sampled the batch, so it needs synchronous rollouts; "
+                             f"distributed.max_off_policy_steps is {lag}: set it to 0")
+        if a.kl_in_reward:
+            raise ValueError(f"algorithm.advantage={a.advantage!r} values states by the outcome reward only; a KL "
+                             "penalty in the reward would be dropped: set algorithm.kl_in_reward=false")
+        segment_mc.check_hparams({**estimator.defaults, **a.advantage_kwargs})
+    if "vocab_mean" in algorithms.POLICY_LOSSES.get(a.loss).needs and a.old_logprobs == "behavior":
+        raise ValueError(f"algorithm.loss={a.loss!r} needs the old policy's vocabulary mean, which the rollout engine "
+                         "does not return; set algorithm.old_logprobs to auto or recompute")
 
 
 def _in_registry(registry, name: str, key: str) -> None:
@@ -486,12 +593,30 @@ def resolve(schema: type[BaseModel], raw: dict[str, Any], overrides: dict[str, A
         if preset not in PRESETS:
             _raise_unknown_preset(preset, PRESETS, source)
         for key, value in PRESETS.get(preset).fn().items():
-            if not has_dotted(raw, key):
+            if key.endswith("+"):
+                _append_new(raw, schema, key[:-1], value)
+            elif not has_dotted(raw, key):
                 set_dotted(raw, key, value)
     try:
         return schema.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, schema, source)) from None
+
+
+def _append_new(raw: dict[str, Any], schema: type[BaseModel], key: str, items: list) -> None:
+    """A preset's `KEY+`: append `items` to the top-level list `KEY` (the user's, else the default),
+    skipping those whose `name` is already listed, so a preset adds to a list and never replaces it."""
+    if "." in key or key not in schema.model_fields:
+        raise ConfigError(f"preset key {key + '+'!r}: only a top-level list of {schema.__name__} can be appended to")
+    if key not in raw:
+        raw[key] = [x.model_dump(mode="json") if isinstance(x, BaseModel) else x
+                    for x in schema.model_fields[key].default]
+    current = raw[key]
+    if not isinstance(current, list):
+        raise ConfigError(f"`{key}` must be a list (the preset appends {items} to it), got {type(current).__name__}")
+    names = {x.get("name") for x in current if isinstance(x, dict)}
+    # a new list: `current` may be the caller's own object (an override value), never mutate it
+    raw[key] = current + [_deep_copy(x) for x in items if not (isinstance(x, dict) and x.get("name") in names)]
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None,

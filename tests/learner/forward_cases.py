@@ -44,24 +44,33 @@ def grouped_batch(seed: int, group_sizes: list[int], prompt_lens: list[int], T: 
                         torch.zeros(B, T), group_ids=torch.randint(0, 3, (B,), generator=g))
 
 
-def assert_same_as_plain(fn, model, batch, *, temperature: float, with_entropy: bool, entropy_grad: bool) -> None:
-    """`fn` matches `completion_logprobs` on real tokens, and so does every parameter's gradient."""
+def assert_same_as_plain(fn, model, batch, *, temperature: float, with_entropy: bool, entropy_grad: bool,
+                         with_vocab_mean: bool = False) -> None:
+    """`fn` matches `completion_logprobs` on real tokens, and so does every parameter's gradient
+    (through the vocabulary mean too, when asked for)."""
     g = torch.Generator().manual_seed(1)
     weights = torch.randn(batch.completion_ids.shape, generator=g)
     weights_entropy = torch.randn(batch.completion_ids.shape, generator=g)
+    weights_mean = torch.randn(batch.completion_ids.shape, generator=g)
     mask = batch.completion_mask.float()
+    extra = {"with_vocab_mean": True} if with_vocab_mean else {}
     results = []
     for f in (completion_logprobs, fn):
         model.zero_grad()
-        logp, entropy = f(model, batch, temperature=temperature, with_entropy=with_entropy,
-                          entropy_grad=entropy_grad)
+        out = f(model, batch, temperature=temperature, with_entropy=with_entropy, entropy_grad=entropy_grad, **extra)
+        assert len(out) == (3 if with_vocab_mean else 2)
+        logp, entropy = out[:2]
+        vocab_mean = out[2] if with_vocab_mean else None
         loss = (logp * weights * mask).sum()
         if entropy_grad:
             loss = loss + (entropy * weights_entropy * mask).sum()
+        if with_vocab_mean:
+            loss = loss + (vocab_mean * weights_mean * mask).sum()
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters()]
-        results.append((logp * mask, None if entropy is None else entropy * mask, grads))
-    (logp_ref, ent_ref, grads_ref), (logp, ent, grads) = results
+        results.append((logp * mask, None if entropy is None else entropy * mask,
+                        None if vocab_mean is None else vocab_mean * mask, grads))
+    (logp_ref, ent_ref, mean_ref, grads_ref), (logp, ent, mean, grads) = results
     assert logp.shape == batch.completion_ids.shape and torch.isfinite(logp).all()
     torch.testing.assert_close(logp, logp_ref, atol=1e-5, rtol=1e-5)
     if with_entropy:
@@ -69,6 +78,9 @@ def assert_same_as_plain(fn, model, batch, *, temperature: float, with_entropy: 
         assert ent.requires_grad == entropy_grad
     else:
         assert ent is None
+    if with_vocab_mean:
+        assert mean.shape == batch.completion_ids.shape and torch.isfinite(mean).all()
+        torch.testing.assert_close(mean, mean_ref, atol=1e-5, rtol=1e-5)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

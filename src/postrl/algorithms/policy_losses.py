@@ -27,6 +27,8 @@ class LossInputs:
     behavior_logprobs: torch.Tensor | None = None  # log mu(y_t) of the sampling engine, no gradient
     rewards: torch.Tensor | None = None  # [B] sequence rewards
     group_ids: torch.Tensor | None = None  # [B] completions of one prompt share an id
+    vocab_mean: torch.Tensor | None = None  # mean_v log pi_theta(v|s_t), with gradient; losses that need "vocab_mean"
+    old_vocab_mean: torch.Tensor | None = None  # mean_v log pi_old(v|s_t), no gradient; same losses
 
 
 @dataclass

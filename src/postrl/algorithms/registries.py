@@ -9,7 +9,18 @@ needs: "state" (called as fn(batch, state, **hparams): `state` is a dict the est
 and update, kept across steps and saved in checkpoints, so it must hold JSON-serialisable data);
 "values" (a learned value model, `learner/critic.py`, is trained alongside the policy: the trainer
 fills `batch.values` [B, T] and `batch.last_values` [B] before the call, and the estimator must
-leave the critic's targets in `batch.returns` [B, T], optionally restricted by `batch.value_mask`)."""
+leave the critic's targets in `batch.returns` [B, T], optionally restricted by `batch.value_mask`);
+"greedy_rewards" (ReMax's baseline: after scoring, the trainer generates one greedy completion
+per prompt of the step with the rollout engine (greedy, n=1, the rollout's max_new_tokens and
+stop strings), scores it with the configured reward functions, and writes its total reward to
+`batch.metadata["greedy_reward"]`, a list of floats with one entry per row (the greedy reward of
+that row's prompt); synchronous rollouts only, distributed.max_off_policy_steps = 0);
+"mc_values" (Monte-Carlo values of states inside the completions: after scoring, the trainer runs
+`algorithms/segment_mc.estimate_segment_values`, which picks segment starts from the estimator's
+resolved `threshold`, `cutpoint_interval` and `max_segments`, samples `mc_samples` continuations
+of each prefix with the rollout engine, scores them with the configured reward functions, and
+writes per-row lists to `batch.metadata["segment_cuts"]` (completion positions b) and
+`["segment_values"]` (V of the state prompt + completion[:b]); synchronous rollouts only)."""
 
 POLICY_LOSSES = Registry("policy loss")
 """name -> fn(inputs: LossInputs, **hparams) -> LossOutput(per-token loss [B, T], metrics).
@@ -17,7 +28,15 @@ POLICY_LOSSES = Registry("policy loss")
 needs: "groups" (the loss compares the completions of one prompt: every micro-batch holds whole
 groups, and `inputs.group_ids` / `inputs.rewards` are set); "reference" (reference log-probs
 are computed even when `kl_coef` is 0); "entropy_grad" (`inputs.entropy` carries gradient even
-when `entropy_coef` is 0)."""
+when `entropy_coef` is 0); "vocab_mean" (the forward also returns mean_v log pi(v|s_t) at every
+completion position: `inputs.vocab_mean` with gradient, and `inputs.old_vocab_mean` under the old
+policy, computed once per batch together with the old log-probs, or the detached current one when
+the batch is used once on-policy; not available with `algorithm.old_logprobs: behavior`)."""
 
 PRESETS = Registry("preset")
-"""name -> fn() -> dict of dotted config keys: a bundle of registry choices, as data."""
+"""name -> fn() -> dict of dotted config keys: a bundle of registry choices, as data.
+
+A key is filled only when the user did not set it. A top-level key ending in "+" (e.g.
+`"rewards+": [{"name": "overlong_penalty"}]`) appends its items to that list instead (the
+user's list, else the default), skipping items whose `name` is already there: a preset can add
+to a list but never replaces it."""

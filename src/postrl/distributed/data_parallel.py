@@ -167,8 +167,10 @@ def _child(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     # each process gets its share of the cores, or they oversubscribe and every step slows down
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    try:
-        fn(*args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    fn(*args)  # on an exception the child exits non-zero and `launch` raises; no teardown to wait for
+    if dist.is_initialized():
+        # every rank reaches this point before any rank tears the group down: a rank that
+        # destroys its gloo group while a peer still holds the connection aborts the peer
+        # ("terminate called without an active exception", SIGABRT) after training succeeded
+        dist.barrier()
+        dist.destroy_process_group()

@@ -38,7 +38,7 @@ class LossSpec:
     max_tokens: int | None = None  # constant L of seq_mean_token_sum_norm
     rollout_is: str = "none"  # truncated IS between behaviour and old policy: none | token | sequence
     rollout_is_cap: float = 2.0
-    needs: tuple[str, ...] = ()  # the loss's registry `needs` ("groups", "reference")
+    needs: tuple[str, ...] = ()  # the loss's registry `needs` ("groups", "reference", "vocab_mean", ...)
 
     @classmethod
     def from_config(cls, cfg) -> "LossSpec":
@@ -143,9 +143,13 @@ class Learner:
         # FSDP2 shards the model in place: its forward (a collective) is the only forward there is
         return self.train_model if (self.dp is not None and self.dp.strategy == "fsdp2") else self.model
 
-    @torch.no_grad()
     def logprobs(self, batch: RolloutBatch, *, reference: bool = False) -> torch.Tensor:
         """Log-probs of the batch's completions under the policy or the reference: [B, T]."""
+        return self._no_grad_stats(batch, reference=reference)[0]
+
+    @torch.no_grad()
+    def _no_grad_stats(self, batch: RolloutBatch, *, reference: bool = False, with_vocab_mean: bool = False):
+        """(log-probs [B, T], vocabulary mean [B, T] or None), zero off the loss mask, without gradient."""
         model = self._forward_model(reference)
         ctx = reference_context(self.model, None) if (reference and self.ref_model is None) else contextlib.nullcontext()
         rows = list(range(batch.size))
@@ -157,14 +161,18 @@ class Learner:
         try:
             with ctx, self.autocast():
                 for mb in self._micro_batches(batch, mine):
-                    lp, _ = self.forward(model, mb, temperature=self.temperature)
-                    parts.append(torch.nn.functional.pad(lp.float(), (0, T - lp.shape[1])).cpu())
+                    stats = self.forward(model, mb, temperature=self.temperature, with_vocab_mean=with_vocab_mean)
+                    kept = (stats[0], stats[2]) if with_vocab_mean else stats[:1]
+                    parts.append([torch.nn.functional.pad(x.float(), (0, T - x.shape[1])).cpu() for x in kept])
         finally:
             model.train(was_training)
-        out = torch.cat(parts)
-        if self.dp is not None:
-            out = self.dp.all_gather_cat(out)
-        return out * batch.loss_mask
+        outs = []
+        for columns in zip(*parts):
+            out = torch.cat(columns)
+            if self.dp is not None:
+                out = self.dp.all_gather_cat(out)
+            outs.append(out * batch.loss_mask)
+        return outs[0], (outs[1] if with_vocab_mean else None)
 
     def _micro_batches(self, batch: RolloutBatch, rows: list[int]):
         step = self.optim.micro_batch_size
@@ -178,10 +186,16 @@ class Learner:
         loss_fn = POLICY_LOSSES[spec.loss]
         updates = epochs * mini_batches
         is_weights, sums = None, {}
+        batch.old_vocab_mean = None  # filled with the old log-probs; None: detach the current one
         if spec.old_logprobs == "behavior":
+            if "vocab_mean" in spec.needs:
+                raise ValueError(f"algorithm.loss={spec.loss!r} needs the old policy's vocabulary mean, which the "
+                                 "engine does not return; set algorithm.old_logprobs to auto or recompute")
             batch.old_logprobs = batch.behavior_logprobs
         elif spec.old_logprobs == "recompute" or updates > 1 or spec.rollout_is != "none":
-            batch.old_logprobs = self.logprobs(batch)  # once, before the first update
+            # once, before the first update
+            batch.old_logprobs, batch.old_vocab_mean = self._no_grad_stats(
+                batch, with_vocab_mean="vocab_mean" in spec.needs)
         else:
             batch.old_logprobs = None  # on-policy, single update: detach the current log-probs
         if spec.rollout_is != "none":
@@ -225,6 +239,7 @@ class Learner:
         mine = self.dp.shard(rows) if self.dp is not None else rows
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros(())
+        needs_vocab_mean = "vocab_mean" in spec.needs  # mean_v log pi(v|s_t): one more reduction per position
         step = self.optim.micro_batch_size
         for i in range(0, len(mine), step):
             sub = mine[i:i + step]
@@ -235,14 +250,21 @@ class Learner:
             sync = self.dp.accumulate(self.train_model, last) if self.dp is not None else contextlib.nullcontext()
             with sync:
                 with self.autocast():
-                    logp, entropy = self.forward(self.train_model, mb, temperature=self.temperature,
-                                                 with_entropy=True,
-                                                 entropy_grad=spec.entropy_coef != 0 or "entropy_grad" in spec.needs)
+                    stats = self.forward(self.train_model, mb, temperature=self.temperature, with_entropy=True,
+                                         entropy_grad=spec.entropy_coef != 0 or "entropy_grad" in spec.needs,
+                                         with_vocab_mean=needs_vocab_mean)
+                logp, entropy = stats[0], stats[1]
                 old = mb.old_logprobs[:, :T] if mb.old_logprobs is not None else logp.detach()
                 ref = mb.ref_logprobs[:, :T] if mb.ref_logprobs is not None else None
+                vocab_mean = old_vocab_mean = None
+                if needs_vocab_mean:
+                    vocab_mean = stats[2]
+                    old_vocab_mean = (mb.old_vocab_mean[:, :T] if mb.old_vocab_mean is not None
+                                      else vocab_mean.detach())
                 inp = LossInputs(logp, old, adv, mb.loss_mask, ref_logprobs=ref, entropy=entropy,
                                  token_ids=mb.completion_ids, behavior_logprobs=mb.behavior_logprobs[:, :T],
-                                 rewards=mb.rewards, group_ids=mb.group_ids)
+                                 rewards=mb.rewards, group_ids=mb.group_ids, vocab_mean=vocab_mean,
+                                 old_vocab_mean=old_vocab_mean)
                 out = loss_fn(inp, **spec.loss_kwargs)
                 per_token = out.loss
                 metrics = dict(out.metrics)

@@ -109,10 +109,17 @@ def _from_pretrained(name: str, cfg: ModelSection):
 
 def load_reference(cfg: ModelSection, policy, tokenizer, device: torch.device):
     """A frozen reference model, or None under LoRA (use `reference_context` on the policy)."""
-    if cfg.ref_model:
-        ref = _from_pretrained(cfg.ref_model, cfg)
+    if cfg.ref_model or cfg.reference_soup:
+        if cfg.reference_soup:  # SALSA: the weight average of several models (learner/soup.py)
+            from postrl.learner.soup import load_soup
+
+            ref, what = load_soup(cfg, tokenizer, lambda name: _from_pretrained(name, cfg)), "model.reference_soup"
+            if cfg.dtype not in ("auto", "float32"):
+                ref = ref.to(_dtype(cfg.dtype))
+        else:
+            ref, what = _from_pretrained(cfg.ref_model, cfg), f"model.ref_model {cfg.ref_model!r}"
         if ref.get_input_embeddings().weight.shape[0] != policy.get_input_embeddings().weight.shape[0]:
-            raise ValueError(f"model.ref_model {cfg.ref_model!r} has a different vocabulary size from "
+            raise ValueError(f"{what} has a different vocabulary size from "
                              "the policy; the reference must share the policy's tokenizer")
     elif cfg.lora.enabled:
         return None

@@ -29,8 +29,8 @@ from postrl.rollout.batch import RolloutBatch
 
 
 def packed_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0, with_entropy: bool = False,
-                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(y_t | x, y_<t) for every completion token: [B, T] (and entropy [B, T]).
+                    entropy_grad: bool = False, with_vocab_mean: bool = False) -> tuple:
+    """log pi(y_t | x, y_<t) for every completion token: [B, T] (and entropy, vocabulary mean [B, T]).
 
     Same contract and values as `completion_logprobs`; padding positions hold 0.
     """
@@ -43,7 +43,7 @@ def packed_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0, wit
     rows = (completion_len > 0).nonzero().squeeze(-1)
     if len(rows) == 0:  # no token to score; the plain forward still returns a graph to backprop through
         return completion_logprobs(model, batch, temperature=temperature, with_entropy=with_entropy,
-                                   entropy_grad=entropy_grad)
+                                   entropy_grad=entropy_grad, with_vocab_mean=with_vocab_mean)
     lengths = prompt_len[rows] + completion_len[rows] - 1
     capacity = int(lengths.max())
     sizes = lengths.tolist()
@@ -86,12 +86,12 @@ def packed_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0, wit
     seq = torch.arange(len(rows), device=device)[:, None].expand_as(j)[wanted]
     t = (j - prompt_len[rows, None] + 1)[wanted]  # the completion token each kept position predicts
     logits = out.logits[slot_index[row[wanted], col[wanted]]]
-    logp_N, entropy_N = token_logprobs(logits, batch.completion_ids[rows[seq], t], temperature, with_entropy,
-                                       entropy_grad)
+    stats_N = token_logprobs(logits, batch.completion_ids[rows[seq], t], temperature, with_entropy, entropy_grad,
+                             with_vocab_mean)
 
-    logp = logp_N.new_zeros(B, T).index_put((rows[seq], t), logp_N)
-    entropy = None if entropy_N is None else entropy_N.new_zeros(B, T).index_put((rows[seq], t), entropy_N)
-    return logp, entropy
+    # logp, entropy, vocab_mean: scattered back to [B, T]
+    stats = [None if x is None else x.new_zeros(B, T).index_put((rows[seq], t), x) for x in stats_N]
+    return tuple(stats) if with_vocab_mean else tuple(stats[:2])
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:

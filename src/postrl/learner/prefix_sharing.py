@@ -33,8 +33,8 @@ from postrl.rollout.batch import RolloutBatch
 
 
 def shared_prefix_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0, with_entropy: bool = False,
-                           entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(y_t | x, y_<t) for every completion token: [B, T] (and entropy [B, T]).
+                           entropy_grad: bool = False, with_vocab_mean: bool = False) -> tuple:
+    """log pi(y_t | x, y_<t) for every completion token: [B, T] (and entropy, vocabulary mean [B, T]).
 
     Same contract and values as `completion_logprobs`; padding positions hold 0.
     """
@@ -59,7 +59,7 @@ def shared_prefix_logprobs(model, batch: RolloutBatch, *, temperature: float = 1
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, use_cache=use_cache,
                 logits_to_keep=1)
     stats = [token_logprobs(out.logits[row_to_prompt], completion_ids[:, :1], temperature, with_entropy,
-                            entropy_grad)]
+                            entropy_grad, with_vocab_mean)]
 
     # 2. every completion (minus its last token) on its prompt's cache; logit t predicts token t+1
     if use_cache:
@@ -71,14 +71,13 @@ def shared_prefix_logprobs(model, batch: RolloutBatch, *, temperature: float = 1
         attn = torch.cat([prompt_mask[row_to_prompt], completion_mask], dim=1)
         out = model(input_ids=completion_ids[:, :-1], attention_mask=attn, position_ids=pos,
                     past_key_values=cache, use_cache=True)
-        stats.append(token_logprobs(out.logits, completion_ids[:, 1:], temperature, with_entropy, entropy_grad))
+        stats.append(token_logprobs(out.logits, completion_ids[:, 1:], temperature, with_entropy, entropy_grad,
+                                    with_vocab_mean))
 
-    logp = torch.cat([s[0] for s in stats], dim=1)
-    entropy = torch.cat([s[1] for s in stats], dim=1) if with_entropy else None
-    if T_keep < T:  # columns that are padding in every row
-        logp = torch.nn.functional.pad(logp, (0, T - T_keep))
-        entropy = None if entropy is None else torch.nn.functional.pad(entropy, (0, T - T_keep))
-    return logp, entropy
+    # logp, entropy, vocab_mean: joined along time, padded back to T (columns that are padding in every row)
+    joined = [None if parts[0] is None else torch.nn.functional.pad(torch.cat(parts, dim=1), (0, T - T_keep))
+              for parts in zip(*stats)]
+    return tuple(joined) if with_vocab_mean else tuple(joined[:2])
 
 
 def group_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -180,6 +180,51 @@ def length_penalty(prompts: list, completions: list, completion_ids: list | None
     return [-scale * max(0, n - target) / max_tokens for n in lengths]
 
 
+# ------------------------------------------------------------------------------- overlong penalty
+@REWARDS.register("overlong_penalty", paper="DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
+                  arxiv="2503.14476", summary="soft overlong punishment: 0, then linear down to -1 over the last "
+                  "cache_tokens before max_tokens", needs=("max_new_tokens",))
+def overlong_penalty(prompts: list, completions: list, completion_ids: list | None = None, *,
+                     max_tokens: int | None = None, cache_tokens: int | None = None, penalty: float = 1.0,
+                     **kwargs) -> list[float | None]:
+    """DAPO's soft overlong punishment (eq. 13), added to the task reward.
+
+        L_exp = L_max - L_cache
+        R(y)  = 0                          |y| <= L_exp
+                (L_exp - |y|) / L_cache    L_exp < |y| <= L_max
+                -1                         |y| > L_max
+        r     = penalty * R(y)
+
+    |y| counts completion tokens (`completion_ids`). L_max is `max_tokens`; the registry entry
+    needs "max_new_tokens", so when unset the config fills it with rollout.max_new_tokens (a
+    completion then never exceeds L_max, and a truncated one gets exactly -penalty). L_cache is
+    `cache_tokens`, default max(1, L_max // 5): the paper's 4096 of 20480. `penalty` is verl's
+    `overlong_buffer.penalty_factor` (1.0 in the paper). cache_tokens = 0 keeps only the -1
+    regime.
+    """
+    if max_tokens is None:
+        raise ValueError("overlong_penalty: max_tokens (L_max) is not set; set it in rewards[].kwargs to "
+                         "rollout.max_new_tokens (a config fills it automatically)")
+    if completion_ids is None:
+        raise ValueError("overlong_penalty counts completion tokens and needs completion_ids")
+    cache = max(1, max_tokens // 5) if cache_tokens is None else cache_tokens
+    if max_tokens < 1 or not 0 <= cache <= max_tokens:
+        raise ValueError(f"overlong_penalty: need max_tokens >= 1 and 0 <= cache_tokens <= max_tokens, "
+                         f"got max_tokens={max_tokens}, cache_tokens={cache}")
+    expected = max_tokens - cache
+    out: list[float | None] = []
+    for ids in completion_ids:
+        n = len(ids)
+        if n <= expected:
+            r = 0.0
+        elif n <= max_tokens:
+            r = (expected - n) / cache
+        else:
+            r = -1.0
+        out.append(penalty * r)
+    return out
+
+
 # ------------------------------------------------------------------------------------- countdown
 _EXPRESSION_CHARS = re.compile(r"[\d+\-*/()\s]+")
 _ANSWER_TAG = re.compile(r"(?s)<answer>(.*?)</answer>")

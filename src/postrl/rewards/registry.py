@@ -3,4 +3,7 @@
 from postrl.registry import Registry
 
 REWARDS = Registry("reward")
-"""name -> fn(prompts, completions, **columns_and_hparams) -> list[float | None] (TRL's signature)."""
+"""name -> fn(prompts, completions, **columns_and_hparams) -> list[float | None] (TRL's signature).
+
+needs: "max_new_tokens" (the reward's `max_tokens` hyper-parameter, when the config leaves it
+unset, is filled with `rollout.max_new_tokens` as the config is resolved)."""

@@ -54,6 +54,7 @@ class RolloutBatch:
     value_mask: torch.Tensor | None = None  # [B, T] tokens the critic trains on (None: loss_mask)
     ref_logprobs: torch.Tensor | None = None  # [B, T] filled by the learner once per batch
     old_logprobs: torch.Tensor | None = None  # [B, T] filled when the batch is reused off-policy
+    old_vocab_mean: torch.Tensor | None = None  # [B, T] mean_v log pi_old(v|s_t), for losses that need "vocab_mean"
     prompt_index: torch.Tensor | None = None  # [B] dataset row of each prompt (for samplers)
     metadata: dict[str, list[Any]] = field(default_factory=dict)  # columns, finish reasons, ...
 

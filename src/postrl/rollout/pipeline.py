@@ -59,6 +59,13 @@ class Rollouts:
         idx, fut = self._pending.pop(step)
         return idx, fut.result()
 
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams, seed: int) -> RolloutBatch:
+        """Generate now, outside the step schedule, with the weights that sampled the current step:
+        loop features (dynamic-sampling refills, greedy baselines). Synchronous rollouts only."""
+        if self.lag:
+            raise RuntimeError("Rollouts.generate needs synchronous rollouts (distributed.max_off_policy_steps = 0)")
+        return self.engine.generate(prompt_ids, params, seed)
+
     def pending(self) -> dict[int, list[int]]:
         """Requested steps not yet trained on, with their prompt rows (saved in checkpoints)."""
         return {s: idx for s, (idx, _) in sorted(self._pending.items())}

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from postrl.algorithms import ADVANTAGES, kl_penalty
+from postrl.algorithms.kl import scheduled_kl_coef
+from postrl.algorithms.segment_mc import estimate_segment_values
 from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
 from postrl.data.loading import is_single_file
@@ -30,6 +32,7 @@ from postrl.rollout.engines import SamplingParams, build_engine
 from postrl.rollout.pipeline import Replica, Rollouts, ShardedEngine
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
+from postrl.trainers.collect import collect
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import seed_everything, start_run
@@ -139,8 +142,12 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     idx, batch = p.rollouts.get(step)
     t_gen = time.perf_counter() - t0
 
-    result = score_batch(batch, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards)
-    batch.rewards = result.total
+    # score, plus the configured loop features: reference injection, dynamic-sampling refill,
+    # truncation mask, greedy baseline (trainers/collect.py)
+    idx, batch, result, loop_metrics = collect(p, idx, batch, _step_seed(cfg.seed, step))
+    a = cfg.algorithm  # algorithm.kl_schedule: a pure function of the step, exact on resume
+    p.spec.kl_coef = scheduled_kl_coef(a.kl_schedule, a.kl_coef_start, a.kl_coef, step,
+                                       a.kl_schedule_steps or cfg.train.steps - 1)
     batch.prompt_index = torch.tensor(idx)[batch.group_ids]
     if p.cfg.needs_reference:  # the reference runs once per batch
         batch.ref_logprobs = p.learner.logprobs(batch, reference=True)
@@ -150,6 +157,12 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     estimator = ADVANTAGES.get(cfg.algorithm.advantage)
     if p.critic is not None:  # the estimator needs "values"; it leaves the critic's targets in batch.returns
         batch.values, batch.last_values = p.critic.values(batch)
+    if "mc_values" in estimator.needs:  # V of prefix states by extra rollouts (algorithms/segment_mc.py)
+        rows = [p.train_rows[i] for i in idx]
+        estimate_segment_values(batch, generate=p.rollouts.engine.generate,
+                                score=lambda b: score_batch(b, rows, p.tokenizer, p.rewards).total,
+                                params=SamplingParams.from_config(cfg.rollout), seed=_step_seed(cfg.seed, step),
+                                hparams={**estimator.defaults, **cfg.algorithm.advantage_kwargs})
     state = (p.advantage_state,) if "state" in estimator.needs else ()
     advantages = estimator.fn(batch, *state, **cfg.algorithm.advantage_kwargs)
     old_values = batch.values  # the policy update clears batch.values
@@ -171,7 +184,7 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     success = primary_success(result, p.rewards, cfg.algorithm.success_threshold)
     lengths = batch.completion_mask.sum(-1).float()
     step_time = time.perf_counter() - t0
-    metrics.update({
+    metrics.update({**loop_metrics, "kl_coef": p.spec.kl_coef,
         "reward/mean": float(batch.rewards.mean()), "reward/std": float(batch.rewards.std()) if batch.size > 1 else 0.0,
         "accuracy": float(success.mean()),
         "zero_variance_groups": float((rewards_G.std(-1) == 0).float().mean()) if cfg.rollout.n > 1 else 1.0,
