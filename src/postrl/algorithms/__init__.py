@@ -4,11 +4,11 @@ Importing this package fills the registries. Add a method by writing one registe
 in the module of its family; nothing else in postrl changes.
 """
 
-from postrl.algorithms.registries import ADVANTAGES, POLICY_LOSSES, PRESETS  # noqa: F401
+from postrl.algorithms.registries import ADVANTAGES, POLICY_LOSSES, PREFERENCE_LOSSES, PRESETS  # noqa: F401
 from postrl.algorithms import advantages, advantages_baselines, advantages_value  # noqa: F401  (fill registries)
 from postrl.algorithms import losses_entropy, losses_ratio, losses_sequence, losses_supervised  # noqa: F401
 from postrl.algorithms import advantages_segment, losses_qvalue, presets_credit  # noqa: F401  (SPO, ROVER)
-from postrl.algorithms import policy_losses, presets  # noqa: F401
+from postrl.algorithms import policy_losses, preference, presets  # noqa: F401
 from postrl.algorithms import advantages_loop, presets_loop  # noqa: F401  (ReMax, TempSamp; loop-feature presets)
 from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
 from postrl.algorithms.kl import kl_penalty  # noqa: F401

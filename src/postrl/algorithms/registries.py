@@ -40,3 +40,11 @@ A key is filled only when the user did not set it. A top-level key ending in "+"
 `"rewards+": [{"name": "overlong_penalty"}]`) appends its items to that list instead (the
 user's list, else the default), skipping items whose `name` is already there: a preset can add
 to a list but never replaces it."""
+
+PREFERENCE_LOSSES = Registry("preference loss")
+"""name -> fn(inputs: PrefInputs, **hparams) -> LossOutput(per-example loss [B], metrics).
+
+Offline and online preference objectives (`algorithms/preference.py`). needs: "reference"
+(reference log-probs of the responses; a loss without it is reference-free and no reference
+model is loaded), "token_logps" (per-token log-probs and masks, not only sums), "kto_kl" (the
+KTO reference point: policy and reference log-probs of mismatched prompt/response pairs)."""
