@@ -6,7 +6,9 @@
 Start: the demo's SFT warm start (0.44M Qwen2 on 2-digit addition, greedy accuracy ~0.76; made
 once and cached in runs/bench/sft_small/final, shared with `vs_trl`). Each run is the demo's RL
 stage (`trainers.demo.GRPO`: 16 prompts x 8 completions of <= 8 tokens, exact-match reward,
-lr 1e-4) with `algorithm.preset` swapped and nothing else changed, for `--steps` steps, evaluated
+lr 1e-4) with `algorithm.preset` swapped and `--mini-batches` optimizer updates per batch (default
+4, so later updates are off-policy, as in the papers' recipes; with 1 every ratio is exactly 1 and
+the clipping losses coincide with token-mean REINFORCE), for `--steps` steps, evaluated
 every `--eval-every` steps on `--eval-limit` held-out problems: greedy accuracy and sampled
 pass@1 / pass@8 (8 samples per problem at temperature 1, the unbiased estimator).
 
@@ -42,14 +44,16 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_
 
 
 def run_config(preset: str, seed: int, model: str, steps: int, eval_every: int, eval_limit: int,
-               run_dir: Path) -> dict:
-    """The demo's RL stage with `preset` in place of grpo; evaluation with pass@k along the way."""
+               run_dir: Path, mini_batches: int = 4) -> dict:
+    """The demo's RL stage with `preset` in place of grpo, `mini_batches` updates per batch;
+    evaluation with pass@k along the way."""
     from postrl.trainers.demo import GRPO
 
     return {**GRPO, "name": f"{preset}_s{seed}", "seed": seed, "output_dir": str(run_dir),
             "model": {"name_or_path": model},
             "algorithm": {"preset": preset},
-            "train": {**GRPO["train"], "steps": steps},
+            "train": {**GRPO["train"], "steps": steps, "mini_batches": mini_batches,
+                      "micro_batch_size": 128 // mini_batches},
             "eval": {"limit": eval_limit, "every": eval_every, "k": KS, "before": True},
             "checkpoint": {"every": steps, "keep_last": 1},
             "logging": {"console_every": 100000, "progress": False}}
@@ -63,7 +67,7 @@ def run_one(preset: str, seed: int, model: str, args, root: Path) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         config = run_dir.parent / f"seed{seed}.yaml"
         config.write_text(yaml.safe_dump(run_config(preset, seed, model, args.steps, args.eval_every,
-                                                    args.eval_limit, run_dir), sort_keys=False))
+                                                    args.eval_limit, run_dir, args.mini_batches), sort_keys=False))
         log = run_dir.parent / f"seed{seed}.log"
         m = run_measured([sys.executable, "-m", "postrl.cli", "train", str(config), "--resume"], cwd=".",
                          log=log, env=CHILD_ENV)
@@ -155,6 +159,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--eval-limit", type=int, default=200)
+    parser.add_argument("--mini-batches", type=int, default=4,
+                        help="optimizer updates per rollout batch (1: every update on-policy, where the "
+                             "ratio-based losses coincide)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="10 steps, 1 seed, 50 problems (a smoke run)")
     parser.add_argument("--out", default=str(OUT))
@@ -168,7 +175,7 @@ def main() -> None:
         parser.error(f"unknown preset {', '.join(unknown)}; valid: {', '.join(PRESETS.names())}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    root = out / ("algorithms_quick" if args.quick else "algorithms")
+    root = out / ("algorithms_quick" if args.quick else f"algorithms_mb{args.mini_batches}")
 
     from benchmarks.vs_trl import prepare_model
 
@@ -182,8 +189,8 @@ def main() -> None:
     table = markdown_table(HEADERS, summarize(runs))
     stamp = machine_stamp()
     head = (f"{stamp['date']}, {stamp['cpu']}, torch {stamp['torch']}: `python -m benchmarks.compare_algorithms "
-            f"--steps {args.steps} --seeds {args.seeds}` — the demo's RL stage ({args.steps} steps of 16 prompts x 8 "
-            f"completions from the SFT warm start, greedy accuracy {runs[0]['start']['accuracy']:.3f} at step 0), "
+            f"--steps {args.steps} --seeds {args.seeds} --mini-batches {args.mini_batches}` — the demo's RL stage "
+            f"({args.steps} steps of 16 prompts x 8 completions, {args.mini_batches} updates per batch, from the SFT warm start, greedy accuracy {runs[0]['start']['accuracy']:.3f} at step 0), "
             f"evaluated on {args.eval_limit} held-out problems. Mean over seeds (min-max).")
     text = head + "\n\n" + table + "\n"
     (out / "compare_algorithms.json").write_text(json.dumps({"machine": stamp, "args": vars(args), "runs": runs},
