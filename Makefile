@@ -33,6 +33,7 @@ test-fast: setup
 
 docs: setup
 	$(BIN)/python -m postrl.algorithms.docs > docs/algorithms.md
+	$(BIN)/python -m postrl.algorithms.docs --preference > docs/preference.md
 
 clean:
 	rm -rf $(VENV) runs

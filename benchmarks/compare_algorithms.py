@@ -117,6 +117,9 @@ def summarize(runs: list[dict]) -> list[list]:
     return rows
 
 
+NOTE = ("completions/step counts the sampled completions that are trained on or refilled (dynamic "
+        "sampling); remax's greedy baseline (one more completion per prompt, +16) and segment_spo's "
+        "Monte-Carlo continuations are generated on top and not counted here.")
 HEADERS = ["preset", "greedy acc", "pass@1", "pass@8", "entropy (last 20%)", "zero-variance groups",
            "completions/step", "s/step", "seeds"]
 
@@ -192,7 +195,7 @@ def main() -> None:
             f"--steps {args.steps} --seeds {args.seeds} --mini-batches {args.mini_batches}` — the demo's RL stage "
             f"({args.steps} steps of 16 prompts x 8 completions, {args.mini_batches} updates per batch, from the SFT warm start, greedy accuracy {runs[0]['start']['accuracy']:.3f} at step 0), "
             f"evaluated on {args.eval_limit} held-out problems. Mean over seeds (min-max).")
-    text = head + "\n\n" + table + "\n"
+    text = head + "\n\n" + table + "\n\n" + NOTE + "\n"
     (out / "compare_algorithms.json").write_text(json.dumps({"machine": stamp, "args": vars(args), "runs": runs},
                                                             indent=1))
     (out / "compare_algorithms.md").write_text(text)

@@ -1,4 +1,4 @@
-"""The `postrl` command: train | sft | eval | demo | algos | plot | bench.
+"""The `postrl` command: train | sft | rm | pref | eval | demo | algos | plot | bench.
 
 Heavy imports (torch, transformers) happen inside each command, so `postrl --help` answers at
 once. Expected failures (bad config, bad data, missing files) print one clear message and exit
@@ -19,21 +19,21 @@ def _console():
     return Console(stderr=False, highlight=False)
 
 
-def cmd_train(args) -> None:
-    from postrl.config import RLConfig, load_config
-    from postrl.trainers import rl
-
-    cfg = load_config(args.config, _overrides(args), schema=RLConfig)
-    summary = rl.train(cfg, resume=args.resume, console=_console())
-    _print_summary(summary, cfg.run_dir)
+# command -> (config schema in postrl.config, trainer module in postrl.trainers); each trainer
+# module has `train(cfg, resume=, console=) -> summary`
+TRAINERS = {"train": ("RLConfig", "rl"), "sft": ("SFTConfig", "sft"), "rm": ("RMConfig", "rm"),
+            "pref": ("PrefConfig", "pref")}
 
 
-def cmd_sft(args) -> None:
-    from postrl.config import SFTConfig, load_config
-    from postrl.trainers import sft
+def cmd_trainer(args) -> None:
+    import importlib
 
-    cfg = load_config(args.config, _overrides(args), schema=SFTConfig)
-    summary = sft.train(cfg, resume=args.resume, console=_console())
+    from postrl import config
+
+    schema, module = TRAINERS[args.command]
+    cfg = config.load_config(args.config, _overrides(args), schema=getattr(config, schema))
+    summary = importlib.import_module(f"postrl.trainers.{module}").train(cfg, resume=args.resume,
+                                                                         console=_console())
     _print_summary(summary, cfg.run_dir)
 
 
@@ -189,17 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      "of language models: every method as a small, named, tested part of one loop.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def config_cmd(name, help_, fn):
+    def config_cmd(name, help_):
         p = sub.add_parser(name, help=help_)
         p.add_argument("config", help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, dotted (e.g. --set rollout.n=8); repeatable")
         p.add_argument("--out", help="run directory (same as --set output_dir=DIR)")
         p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-        p.set_defaults(fn=fn)
+        p.set_defaults(fn=cmd_trainer)
 
-    config_cmd("train", "online RL from a YAML config", cmd_train)
-    config_cmd("sft", "supervised fine-tuning from a YAML config", cmd_sft)
+    config_cmd("train", "online RL from a YAML config")
+    config_cmd("sft", "supervised fine-tuning from a YAML config")
+    config_cmd("rm", "Bradley-Terry reward-model training on preference pairs")
+    config_cmd("pref", "offline preference optimisation (DPO, ...) from a YAML config")
 
     p = sub.add_parser("eval", help="greedy pass@1 and sampled pass@k of a model on a dataset")
     p.add_argument("--model", required=True, help="model directory or hub id")

@@ -359,6 +359,8 @@ class RLConfig(Section):
                 rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
                 if "max_new_tokens" in rewards.REWARDS.get(r.name).needs and r.kwargs.get("max_tokens") is None:
                     r.kwargs = {**r.kwargs, "max_tokens": self.rollout.max_new_tokens}
+                if "policy_tokenizer" in rewards.REWARDS.get(r.name).needs and not r.kwargs.get("policy_tokenizer"):
+                    r.kwargs = {**r.kwargs, "policy_tokenizer": self.model.tokenizer or self.model.name_or_path}
         if a.kl_in_reward and a.kl_coef == 0 and not a.kl_coef_start:
             raise ValueError("algorithm.kl_in_reward is true but algorithm.kl_coef is 0; set a "
                              "positive kl_coef or drop kl_in_reward")
@@ -437,6 +439,208 @@ class SFTConfig(Section):
     train: SFTTrain = SFTTrain()
     checkpoint: CheckpointSection = CheckpointSection(every=500)
     logging: LoggingSection = LoggingSection(console_every=50)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+# ----------------------------------------------------------------------------------- preference
+class PrefColumns(Columns):
+    """Column names of preference data (TRL's by default); `completion` is the unpaired one."""
+
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    label: str = "label"
+    """Unpaired (KTO) rows: true for a desirable completion."""
+    responses: str = "responses"
+    """Ranked (LiPO) rows: a list of >= 2 responses."""
+    scores: str = "scores"
+    """Ranked rows: one number per response, higher is better."""
+    margin: str = "margin"
+    """Paired rows, for losses that need "margins" (MODPO): another objective's reward margin."""
+
+
+class PrefDataSection(DataSection):
+    """Preference data: paired, unpaired or ranked rows (`data/preference.py`)."""
+
+    source: str = "task:arithmetic_pairs"
+    columns: PrefColumns = PrefColumns()
+    identical_pairs: Literal["error", "skip"] = "error"
+    """A pair whose chosen and rejected responses are equal: stop with an error, or drop it (counted)."""
+    long_rows: Literal["error", "skip"] = "error"
+    """A row whose prompt plus longest response exceeds train.max_length tokens: stop with an error,
+    or drop it (the count is printed and logged as data/dropped_long)."""
+
+    @model_validator(mode="after")
+    def _unused_prompt_options(self):
+        for key in ("prompt_template", "answer_pattern"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"data.{key} is not used by preference data (prompts and responses come from "
+                                 "their columns as they are); drop it")
+        return self
+
+
+class PrefLoss(Section):
+    name: str = "dpo"
+    """A preference loss of the registry (`postrl algos`, docs/preference.md)."""
+    kwargs: dict[str, Any] = {}
+    """The loss's keyword hyper-parameters, e.g. `{beta: 0.1}`."""
+
+
+class PrefTrain(OptimSection):
+    lr: float = Field(1e-6, gt=0)
+    """TRL's DPOConfig default; a from-scratch tiny model wants ~1e-4."""
+    batch_size: int = Field(32, ge=1)
+    """Preference examples (pairs, labelled completions or ranked lists) per optimizer step."""
+    micro_batch_size: int = Field(16, ge=1)
+    """Examples per forward/backward (all responses of an example go in one forward); gradients
+    accumulate over micro-batches, normalised by the whole batch."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps; None: `epochs` passes over the training rows."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the data when `steps` is None."""
+    max_length: int = Field(1024, ge=2)
+    """Most tokens of prompt + response (TRL's default); longer rows follow data.long_rows."""
+
+
+class PrefEval(Section):
+    every: int = Field(0, ge=0)
+    """Evaluate every this many steps (0: only before and after training)."""
+    before: bool = True
+    """Evaluate before the first step."""
+    limit: int | None = Field(500, ge=1)
+    """Held-out examples (None: the whole eval split)."""
+    greedy: Literal["auto", "always", "never"] = "auto"
+    """Greedy accuracy of the policy on the held-out prompts (`trainers/evaluate.py`) besides pair
+    accuracy. auto: when the held-out rows have an `answer` column (the built-in arithmetic_* data)."""
+    reward: str = "exact_match"
+    """The reward that decides a greedy completion is correct (against the `answer` column)."""
+    max_new_tokens: int = Field(16, ge=1)
+
+
+class PrefConfig(Section):
+    """`postrl pref`: offline preference optimisation (trainers/pref.py)."""
+
+    name: str = "pref"
+    output_dir: str | None = None
+    """Run directory; default runs/<name>."""
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    """The policy; give an SFT run's `final` directory to start from a warm start. The reference
+    is a frozen copy of it (or model.ref_model), loaded only when the loss needs "reference"."""
+    data: PrefDataSection = PrefDataSection()
+    loss: PrefLoss = PrefLoss()
+    train: PrefTrain = PrefTrain()
+    eval: PrefEval = PrefEval()
+    checkpoint: CheckpointSection = CheckpointSection(every=100)
+    logging: LoggingSection = LoggingSection(console_every=10)
+
+    @model_validator(mode="after")
+    def _check_loss(self):
+        from postrl import algorithms
+
+        _in_registry(algorithms.PREFERENCE_LOSSES, self.loss.name, "loss.name")
+        algorithms.PREFERENCE_LOSSES.check_kwargs(self.loss.name, self.loss.kwargs, "loss.kwargs")
+        from postrl.trainers.pref_data import SUPPORTED_NEEDS
+
+        missing = [n for n in algorithms.PREFERENCE_LOSSES.get(self.loss.name).needs if n not in SUPPORTED_NEEDS]
+        if missing:
+            raise ValueError(f"loss.name={self.loss.name!r} needs {', '.join(map(repr, missing))}, which offline "
+                             f"`postrl pref` does not provide (it provides {', '.join(SUPPORTED_NEEDS)}); "
+                             "choose another loss (docs/preference.md)")
+        if ":" not in self.eval.reward:
+            from postrl import rewards
+
+            _in_registry(rewards.REWARDS, self.eval.reward, "eval.reward")
+        if (self.model.ref_model or self.model.reference_soup) and not self.needs_reference:
+            raise ValueError(f"model.ref_model / reference_soup is set but loss.name={self.loss.name!r} is "
+                             "reference-free and loads no reference model; drop the setting or use a "
+                             "reference-based loss (e.g. dpo)")
+        if self.train.packing and self.train.prefix_sharing:
+            raise ValueError("train.packing and train.prefix_sharing are two ways of one forward; keep one")
+        if self.data.source.startswith("task:"):  # built-in data is cheap: check its format fits the loss now
+            from postrl.trainers.pref_data import check_task_fits
+
+            check_task_fits(self)
+        return self
+
+    @property
+    def needs_reference(self) -> bool:
+        """The loss reads reference log-probs (its registry entry needs "reference")."""
+        from postrl.algorithms import PREFERENCE_LOSSES
+
+        return "reference" in PREFERENCE_LOSSES.get(self.loss.name).needs
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
+# --------------------------------------------------------------------------------- reward model
+class RMTrain(OptimizerFields):
+    """Bradley–Terry reward-model training (`postrl rm`, trainers/rm.py)."""
+
+    lr: float = Field(1e-5, gt=0)
+    """For a pretrained backbone; a from-scratch tiny model wants ~1e-3."""
+    batch_size: int = Field(32, ge=1)
+    """Pairs per optimizer step."""
+    micro_batch_size: int = Field(16, ge=1)
+    """Pairs per forward/backward (chosen and rejected go in one forward of 2x this many sequences);
+    gradients accumulate over micro-batches, normalised by the whole batch."""
+    bf16: bool | None = None
+    """bf16 autocast; None: on for CUDA devices that support it, off on CPU."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps; None: `epochs` passes over the training pairs."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the pairs when `steps` is None."""
+    max_length: int = Field(1024, ge=2)
+    """Most tokens of prompt + response + EOS; longer pairs follow data.long_rows."""
+    margin: float = 0.0
+    """Margin m of -log sigmoid(r_w - r_l - m) (Llama 2, arXiv 2307.09288); a pair's own `margin`
+    column, when the data has one, replaces it."""
+    center_rewards_coef: float = Field(0.0, ge=0)
+    """Weight of the auxiliary loss (r_w + r_l)^2 that keeps rewards centred on 0 (arXiv 2312.09244;
+    TRL's `center_rewards_coefficient`, which recommends 0.01); 0 turns it off."""
+
+
+class RMEval(Section):
+    every: int = Field(0, ge=0)
+    """Held-out pair accuracy every this many steps (0: only at the end, which always runs)."""
+    limit: int | None = Field(500, ge=1)
+    """Held-out pairs (None: the whole eval split)."""
+    holdout_fraction: float = Field(0.05, gt=0, lt=1)
+    """When the data has no held-out split (one file and no data.eval_source), this fraction of
+    its pairs, chosen by `seed`, is held out instead of trained on."""
+
+
+class RMConfig(Section):
+    """`postrl rm`: a Bradley–Terry reward model on paired preferences (trainers/rm.py)."""
+
+    name: str = "rm"
+    output_dir: str | None = None
+    """Run directory; default runs/<name>."""
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    """The backbone (a causal LM: hub id, directory such as an SFT run's `final`, or `tiny`); a
+    one-output head is put on its last non-pad token."""
+    data: PrefDataSection = PrefDataSection()
+    """Paired rows (prompt + chosen + rejected), or ranked rows (every better/worse pair of a row);
+    unpaired (completion + label) rows are an error."""
+    train: RMTrain = RMTrain()
+    eval: RMEval = RMEval()
+    checkpoint: CheckpointSection = CheckpointSection(every=100)
+    logging: LoggingSection = LoggingSection(console_every=10)
+
+    @model_validator(mode="after")
+    def _check_rm(self):
+        m = self.model
+        if m.lora.enabled:
+            raise ValueError("model.lora.enabled: postrl rm trains the full reward model (LoRA is not supported "
+                             "for it); set model.lora.enabled: false")
+        if m.ref_model or m.reference_soup:
+            raise ValueError("model.ref_model / reference_soup: a reward model has no reference model; drop them")
+        return self
 
     @property
     def run_dir(self) -> Path:

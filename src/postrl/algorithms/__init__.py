@@ -9,6 +9,8 @@ from postrl.algorithms import advantages, advantages_baselines, advantages_value
 from postrl.algorithms import losses_entropy, losses_ratio, losses_sequence, losses_supervised  # noqa: F401
 from postrl.algorithms import advantages_segment, losses_qvalue, presets_credit  # noqa: F401  (SPO, ROVER)
 from postrl.algorithms import policy_losses, preference, presets  # noqa: F401
+from postrl.algorithms import (preference_auxiliary, preference_listwise, preference_pairwise,  # noqa: F401
+                               preference_reference_free, preference_unpaired)
 from postrl.algorithms import advantages_loop, presets_loop  # noqa: F401  (ReMax, TempSamp; loop-feature presets)
 from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
 from postrl.algorithms.kl import kl_penalty  # noqa: F401

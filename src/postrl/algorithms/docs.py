@@ -1,6 +1,7 @@
 """Generates `docs/algorithms.md` and `postrl algos` from the registries (never by hand).
 
-`python -m postrl.algorithms.docs > docs/algorithms.md`; a test fails when the file is stale.
+`python -m postrl.algorithms.docs > docs/algorithms.md` and
+`python -m postrl.algorithms.docs --preference > docs/preference.md`; a test fails when either is stale.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ def registries():
 
 
 def catalog() -> dict[str, list[dict]]:
+    """What `postrl algos` lists: the registries of docs/algorithms.md and the preference losses."""
+    from postrl.algorithms import PREFERENCE_LOSSES
+
     out = {}
-    for kind, reg in registries().items():
+    for kind, reg in {**registries(), "preference losses": PREFERENCE_LOSSES}.items():
         out[kind] = [{"name": e.name, "summary": e.summary, "paper": e.paper, "arxiv": e.arxiv,
                       "parameters": {k: _plain(v) for k, v in e.defaults.items()},
                       **({"settings": e.fn()} if kind == "presets" else {})} for e in reg]
@@ -56,22 +60,7 @@ def render() -> str:
     for kind, reg in registries().items():
         lines += [f"## {kind.capitalize()}", ""]
         for e in reg:
-            paper = e.paper + (f" — arXiv [{e.arxiv}](https://arxiv.org/abs/{e.arxiv})" if e.arxiv else "")
-            lines += [f"### `{e.name}`", "", f"{e.summary}.", "", f"*Paper:* {paper}", ""]
-            presets = used_by.get((kind, e.name))
-            if presets:
-                lines += [f"*Presets:* {', '.join(f'`{p}`' for p in presets)}", ""]
-            if e.needs:
-                lines += [f"*Needs:* {', '.join(f'`{n}`' for n in e.needs)}", ""]
-            if kind == "presets":
-                lines += ["```yaml"] + [f"{k}: {v}" for k, v in e.fn().items()] + ["```", ""]
-                continue
-            if e.defaults:
-                params = ", ".join(f"`{k}={_plain(v)!r}`" if isinstance(v, str) else f"`{k}={_plain(v)}`"
-                                   for k, v in e.defaults.items())
-                lines += [f"*Parameters:* {params}", ""]
-            if e.formula:
-                lines += ["```", e.formula, "```", ""]
+            lines += _entry(e, kind, used_by.get((kind, e.name)))
     if MEASURED.exists():
         lines += ["## Measured on the demo task", "",
                   "Every preset trained the same way from the same start "
@@ -80,5 +69,69 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _entry(e, kind: str, presets: list[str] | None = None, extra: list[str] = ()) -> list[str]:
+    """The markdown of one registry entry: summary, paper, presets, needs, parameters, formula."""
+    paper = e.paper + (f" — arXiv [{e.arxiv}](https://arxiv.org/abs/{e.arxiv})" if e.arxiv else "")
+    lines = [f"### `{e.name}`", "", f"{e.summary}.", "", f"*Paper:* {paper}", ""]
+    if presets:
+        lines += [f"*Presets:* {', '.join(f'`{p}`' for p in presets)}", ""]
+    if e.needs:
+        lines += [f"*Needs:* {', '.join(f'`{n}`' for n in e.needs)}", ""]
+    lines += list(extra)
+    if kind == "presets":
+        return lines + ["```yaml"] + [f"{k}: {v}" for k, v in e.fn().items()] + ["```", ""]
+    if e.defaults:
+        params = ", ".join(f"`{k}={_plain(v)!r}`" if isinstance(v, str) else f"`{k}={_plain(v)}`"
+                           for k, v in e.defaults.items())
+        lines += [f"*Parameters:* {params}", ""]
+    if e.formula:
+        lines += ["```", e.formula, "```", ""]
+    return lines
+
+
+# ------------------------------------------------------------------------- docs/preference.md
+PREFERENCE_GUIDE = Path(__file__).resolve().parents[3] / "docs" / "preference_guide.md"
+"""Hand-written prose (data formats, config, commands) appended to the generated loss list."""
+
+
+def render_preference() -> str:
+    """docs/preference.md: every preference loss from the registry, the data formats each trains
+    on (found by calling it, `trainers/pref_data.accepted_kinds`), then docs/preference_guide.md."""
+    from postrl.algorithms import PREFERENCE_LOSSES
+    from postrl.trainers.pref_data import KINDS, SUPPORTED_NEEDS, accepted_kinds
+
+    def data(e) -> str:
+        ok = accepted_kinds(e.name)
+        kinds = [k for k in KINDS if ok[k] is None]
+        if "unpaired" in kinds and "paired" not in kinds:
+            kinds.append("paired (split)")
+        return ", ".join(kinds) or "—"
+
+    def offline(e) -> str:
+        return "yes" if all(n in SUPPORTED_NEEDS for n in e.needs) else "no (needs " + ", ".join(
+            n for n in e.needs if n not in SUPPORTED_NEEDS) + ")"
+
+    lines = ["# Preference optimisation", "",
+             "The loss list is generated from the `PREFERENCE_LOSSES` registry and the rest is "
+             "`docs/preference_guide.md`, by `python -m postrl.algorithms.docs --preference` (`make docs`); "
+             "do not edit by hand.", "",
+             "## Losses", "",
+             "*Data*: the formats a loss trains on (paired (split): pairs become a desirable and an "
+             "undesirable example). *Reference*: a reference model's log-probs are computed once before "
+             "training; reference-free losses load no reference model. *`postrl pref`*: whether the "
+             "offline trainer provides everything the loss needs.", "",
+             "| loss | data | reference | `postrl pref` | summary |", "| --- | --- | --- | --- | --- |"]
+    for e in PREFERENCE_LOSSES:
+        ref = "yes" if "reference" in e.needs else "no"
+        lines.append(f"| [`{e.name}`](#{e.name}) | {data(e)} | {ref} | {offline(e)} | {e.summary} |")
+    lines.append("")
+    for e in PREFERENCE_LOSSES:
+        lines += _entry(e, "preference losses", extra=[f"*Data:* {data(e)}", ""])
+    lines += [PREFERENCE_GUIDE.read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_preference() if "--preference" in sys.argv[1:] else render(), end="")

@@ -36,12 +36,15 @@ class PrefInputs:
     chosen_token_ref_logps: torch.Tensor | None = None
     rejected_token_ref_logps: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # [B] 1 desirable / 0 undesirable (unpaired, KTO)
-    kl_logps: torch.Tensor | None = None  # needs "kto_kl": policy log-probs of mismatched pairs [B]
-    kl_ref_logps: torch.Tensor | None = None  # reference log-probs of the same pairs [B]
+    kl_logps: torch.Tensor | None = None  # needs "kto_kl": policy log-probs of mismatched pairs [B];
+    # needs "online_kl" (HyPO): of one response sampled from the current policy, with gradient
+    kl_ref_logps: torch.Tensor | None = None  # reference log-probs of the same responses [B]
     list_logps: torch.Tensor | None = None  # [B, K] listwise responses (LiPO); -inf where absent
     list_ref_logps: torch.Tensor | None = None  # [B, K]
     list_lengths: torch.Tensor | None = None  # [B, K]
     scores: torch.Tensor | None = None  # [B, K] labels of the listwise responses
+    margins: torch.Tensor | None = None  # needs "margins" (MODPO): r(x, y_w) - r(x, y_l) of another objective [B]
+    rationale_logps: torch.Tensor | None = None  # needs "rationales": log pi_theta(r | x, y_w, y_l), with gradient [B]
 
 
 def require(inp: PrefInputs, loss: str, *names: str) -> None:

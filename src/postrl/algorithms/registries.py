@@ -47,4 +47,10 @@ PREFERENCE_LOSSES = Registry("preference loss")
 Offline and online preference objectives (`algorithms/preference.py`). needs: "reference"
 (reference log-probs of the responses; a loss without it is reference-free and no reference
 model is loaded), "token_logps" (per-token log-probs and masks, not only sums), "kto_kl" (the
-KTO reference point: policy and reference log-probs of mismatched prompt/response pairs)."""
+KTO reference point: policy and reference log-probs of mismatched prompt/response pairs in
+`kl_logps` / `kl_ref_logps`), "online_kl" (HyPO: per example one response sampled from the current
+policy for its prompt; `kl_logps` is its policy log-prob WITH gradient, `kl_ref_logps` its reference
+log-prob), "margins" (MODPO: `margins` [B], the other objective's reward of the chosen minus that of
+the rejected response, e.g. a dataset column or a frozen reward model's scores), "rationales" (the
+rows carry a rationale r; `rationale_logps` [B] = log pi_theta(r | x, y_w, y_l) summed over its
+tokens, with gradient)."""

@@ -4,7 +4,8 @@
             -> render_prompt / encode_prompts / encode_sft (token ids the trainer keeps)
 
 `tasks.py` owns the synthetic tasks (the `TASKS` registry), `loading.py` sources, column
-mapping and `DataError`s, `chat.py` chat templates and tokenisation. Any TRL dataset format loads
+mapping and `DataError`s, `chat.py` chat templates and tokenisation; `preference.py` loads
+paired/unpaired/ranked preference rows and `preference_tasks.py` builds synthetic ones. Any TRL dataset format loads
 unchanged; every problem is a `DataError` naming the file, the 1-based row, the column and the fix.
 """
 
@@ -19,10 +20,13 @@ from postrl.data.loading import (
     load_sft_dataset,
 )
 from postrl.data.tasks import TASKS, arithmetic, countdown
+from postrl.data import preference_tasks  # noqa: F401  (registers the arithmetic_* preference tasks)
+from postrl.data.preference import PreferenceRow, load_preference_rows
 
 __all__ = [
     "TASKS", "arithmetic", "countdown",
     "DataError", "PromptRow", "PromptDataset", "SFTRow",
     "load_records", "load_prompt_dataset", "load_sft_dataset",
     "render_prompt", "encode_prompts", "encode_sft",
+    "PreferenceRow", "load_preference_rows",
 ]

@@ -78,37 +78,51 @@ class CriticValues(NamedTuple):
 
 def load_value_model(cfg, tokenizer, device: torch.device):
     """The value model of an `RLConfig`: backbone from `critic.name_or_path` (default the policy's)."""
-    from transformers import AutoConfig, AutoModelForTokenClassification
+    from transformers import AutoModelForTokenClassification
 
-    quiet_transformers()
     name = cfg.critic.name_or_path or cfg.model.name_or_path
     key = "critic.name_or_path" if cfg.critic.name_or_path else "model.name_or_path (the critic's default backbone)"
+    return load_scalar_model(AutoModelForTokenClassification, name, cfg.model, tokenizer, device, key=key,
+                             kind="token-classification (value head)", user="critic")
+
+
+def load_scalar_model(auto_cls, name: str, model_cfg, tokenizer, device: torch.device, *, key: str,
+                      kind: str, user: str):
+    """A causal-LM backbone with a one-output linear head: `auto_cls` (transformers'
+    `AutoModelForTokenClassification` for the critic, `AutoModelForSequenceClassification` for the
+    reward model) with `num_labels=1`, built from `name` (`tiny`: `model_cfg.tiny`; else a hub id or
+    a directory). A head missing from the checkpoint starts at zero; a saved head is kept. Dropout
+    is off and `config.pad_token_id` is the tokenizer's (the sequence head reads the last non-pad
+    token). `key` and `kind` name the config key and the head in errors; `user` the component."""
+    from transformers import AutoConfig
+
+    quiet_transformers()
     # the head's random initialisation (overwritten with zeros) must not move the run's RNG streams
     with torch.random.fork_rng(devices=[]):
         if name == "tiny":
             from postrl.learner.tiny import build_model
 
-            lm = build_model(tokenizer, **cfg.model.tiny.model_dump())
+            lm = build_model(tokenizer, **model_cfg.tiny.model_dump())
             config = copy.deepcopy(lm.config)
             config.num_labels, config.classifier_dropout = 1, 0.0
-            model = AutoModelForTokenClassification.from_config(config)
+            model = auto_cls.from_config(config)
             getattr(model, model.base_model_prefix).load_state_dict(getattr(lm, lm.base_model_prefix).state_dict())
             fresh_head = True
-            if cfg.model.dtype not in ("auto", "float32"):
-                model = model.to(_dtype(cfg.model.dtype))
+            if model_cfg.dtype not in ("auto", "float32"):
+                model = model.to(_dtype(model_cfg.dtype))
         else:
-            kwargs = {"trust_remote_code": cfg.model.trust_remote_code}
+            kwargs = {"trust_remote_code": model_cfg.trust_remote_code}
             try:
                 config = AutoConfig.from_pretrained(name, **kwargs)
                 config.num_labels, config.classifier_dropout = 1, 0.0
-                model, info = AutoModelForTokenClassification.from_pretrained(
-                    name, config=config, dtype=_dtype(cfg.model.dtype), output_loading_info=True, **kwargs)
+                model, info = auto_cls.from_pretrained(
+                    name, config=config, dtype=_dtype(model_cfg.dtype), output_loading_info=True, **kwargs)
             except OSError as e:
                 raise ValueError(f"{key}: could not load {name!r} (not a local model directory "
                                  f"and not reachable on the hub): {e}") from None
             except ValueError as e:  # transformers: "Unrecognized configuration class ..."
-                raise ValueError(f"{key}: {name!r} has no token-classification (value head) "
-                                 f"class in transformers, which postrl's critic is built on: {e}") from None
+                raise ValueError(f"{key}: {name!r} has no {kind} class in transformers, which postrl's "
+                                 f"{user} is built on: {e}") from None
             head_name = _head_name(model)
             fresh_head = any(k.split(".")[0] == head_name for k in info["missing_keys"])
     if fresh_head:
@@ -118,7 +132,9 @@ def load_value_model(cfg, tokenizer, device: torch.device):
     for m in model.modules():  # values must not depend on a dropout draw
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    if cfg.model.gradient_checkpointing:
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
     return model.to(device)

@@ -7,5 +7,6 @@ so a TRL reward function works unchanged. Add a built-in by registering it in `R
 
 from postrl.rewards.registry import REWARDS  # noqa: F401
 from postrl.rewards import builtin  # noqa: F401  (fills the registry)
+from postrl.rewards import reward_model as _reward_model  # noqa: F401  (registers `reward_model`)
 from postrl.rewards.builtin import completion_text  # noqa: F401
 from postrl.rewards.combine import RewardResult, RewardSet, check_rewards, load_reward_fn  # noqa: F401

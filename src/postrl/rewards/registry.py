@@ -6,4 +6,6 @@ REWARDS = Registry("reward")
 """name -> fn(prompts, completions, **columns_and_hparams) -> list[float | None] (TRL's signature).
 
 needs: "max_new_tokens" (the reward's `max_tokens` hyper-parameter, when the config leaves it
-unset, is filled with `rollout.max_new_tokens` as the config is resolved)."""
+unset, is filled with `rollout.max_new_tokens` as the config is resolved); "policy_tokenizer"
+(the reward's `policy_tokenizer` hyper-parameter, when unset, is filled with the policy's
+`model.tokenizer` or `model.name_or_path`)."""

@@ -17,7 +17,10 @@ from typing import Any
 
 # Shown on the console line when present, in this order: (metric key, short label).
 CONSOLE_KEYS = [("reward/mean", "reward"), ("accuracy", "acc"), ("kl", "kl"), ("entropy", "ent"),
-                ("completion_len/mean", "len"), ("step_time", "s/step")]
+                ("completion_len/mean", "len"), ("step_time", "s/step"),
+                # preference training (trainers/pref.py)
+                ("pref/margin", "margin"), ("pref/accuracy", "pair_acc"), ("eval/pref/accuracy", "eval_pair_acc"),
+                ("eval/accuracy", "eval_acc")]
 
 
 class MetricsLogger:
