@@ -1,4 +1,4 @@
-"""The `postrl` command: train | sft | rm | pref | eval | demo | algos | plot | bench.
+"""The `postrl` command: train | sft | rm | pref | raft | eval | demo | algos | plot | bench.
 
 Heavy imports (torch, transformers) happen inside each command, so `postrl --help` answers at
 once. Expected failures (bad config, bad data, missing files) print one clear message and exit
@@ -22,7 +22,7 @@ def _console():
 # command -> (config schema in postrl.config, trainer module in postrl.trainers); each trainer
 # module has `train(cfg, resume=, console=) -> summary`
 TRAINERS = {"train": ("RLConfig", "rl"), "sft": ("SFTConfig", "sft"), "rm": ("RMConfig", "rm"),
-            "pref": ("PrefConfig", "pref")}
+            "pref": ("PrefConfig", "pref"), "raft": ("RaftConfig", "raft")}
 
 
 def cmd_trainer(args) -> None:
@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd("sft", "supervised fine-tuning from a YAML config")
     config_cmd("rm", "Bradley-Terry reward-model training on preference pairs")
     config_cmd("pref", "offline preference optimisation (DPO, ...) from a YAML config")
+    config_cmd("raft", "rejection-sampling self-improvement (RAFT / ReST): sample, filter by reward, SFT")
 
     p = sub.add_parser("eval", help="greedy pass@1 and sampled pass@k of a model on a dataset")
     p.add_argument("--model", required=True, help="model directory or hub id")

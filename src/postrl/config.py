@@ -647,6 +647,80 @@ class RMConfig(Section):
         return Path(self.output_dir or f"runs/{self.name}")
 
 
+# ----------------------------------------------------------------------------- self-improvement
+class RaftLoop(Section):
+    """Rejection sampling then SFT, iterated (RAFT arXiv 2304.06767; ReST arXiv 2308.08998)."""
+
+    rounds: int = Field(3, ge=1)
+    """Iterations of sample -> score -> filter -> SFT; a checkpoint follows each."""
+    prompts_per_round: int = Field(64, ge=1)
+    """Training prompts sampled per round (rollout.n completions each), drawn in `uniform` order."""
+    keep: Literal["best", "all_above"] = "best"
+    """best: per prompt, its highest-reward completion if that reaches `threshold` (RAFT best-of-k).
+    all_above: every completion whose reward reaches `threshold` (ReST / expert iteration / STaR)."""
+    threshold: float = 1.0
+    """Minimum total reward (weighted sum of `rewards`) of a kept completion; also the success
+    threshold of greedy accuracy on the first reward function."""
+
+
+class RaftTrain(OptimSection):
+    lr: float = Field(1e-5, gt=0)
+    sft_steps_per_round: int = Field(20, ge=1)
+    """SFT optimizer steps on each round's kept completions (from the weights the round sampled with)."""
+    batch_size: int = Field(32, ge=1)
+    """Kept (prompt, completion) sequences per SFT step, drawn in `uniform` order over the round's set."""
+
+
+class RaftEval(Section):
+    limit: int | None = Field(500, ge=1)
+    """Held-out prompts (data.eval_split / data.eval_source) for greedy accuracy after every round."""
+    max_new_tokens: int | None = None
+    """None: rollout.max_new_tokens."""
+    before: bool = True
+    """Also measure greedy accuracy before the first round."""
+    success_threshold: float = 1.0
+    """A greedy answer counts as correct when the first reward function gives >= this (kept apart
+    from raft.threshold, which decides what is trained on)."""
+
+
+class RaftConfig(Section):
+    """`postrl raft`: rejection-sampling self-improvement (trainers/raft.py, docs/self_improvement.md)."""
+
+    name: str = "raft"
+    output_dir: str | None = None
+    """Run directory; default runs/<name>."""
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    """The policy; give an SFT run's `final` directory to start from a warm start."""
+    data: DataSection = DataSection()
+    rollout: RolloutSection = RolloutSection()
+    """`n` is k, the samples per prompt; sampling settings as in `postrl train`."""
+    rewards: list[RewardSpec] = [RewardSpec(name="exact_match")]
+    raft: RaftLoop = RaftLoop()
+    train: RaftTrain = RaftTrain()
+    eval: RaftEval = RaftEval()
+    checkpoint: CheckpointSection = CheckpointSection(every=1)
+    """A checkpoint after every round (`every` is not used); `keep_last` of them are kept."""
+    logging: LoggingSection = LoggingSection()
+
+    @model_validator(mode="after")
+    def _check_names(self):
+        from postrl import rewards, rollout
+
+        _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
+        if not self.rewards:
+            raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
+        for i, r in enumerate(self.rewards):
+            if ":" not in r.name:
+                _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
+                rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
 def _check_critic(cfg: RLConfig) -> None:
     """The critic runs in the single local learner process; its settings need an estimator that uses it."""
     adv, d = cfg.algorithm.advantage, cfg.distributed
