@@ -191,12 +191,12 @@ def evaluate_model(model_dir: Path, size: Size, limit: int) -> dict:
     from postrl.rewards import RewardSet
     from postrl.rollout.engines import build_engine
     from postrl.trainers.evaluate import evaluate
-    from postrl.trainers.rl import _encode
+    from postrl.trainers.rl import encode_split
 
     cfg = resolve(RLConfig, rl_config(size, str(model_dir), 1), source="vs_trl eval")
     tok = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tok, resolve_device(cfg.model.device))
-    rows, ids = _encode(cfg, tok, "test", None, limit)  # the rows `postrl eval` would score
+    rows, ids = encode_split(cfg, tok, "test", None, limit)  # the rows `postrl eval` would score
     engine = build_engine(cfg.rollout, model, tok)
     return evaluate(engine, tok, rows, ids, RewardSet(cfg.rewards), max_new_tokens=size.max_new_tokens, seed=0)
 

@@ -40,7 +40,7 @@ def cmd_trainer(args) -> None:
 def cmd_eval(args) -> None:
     from postrl.config import RLConfig, load_config
     from postrl.trainers.evaluate import evaluate
-    from postrl.trainers.rl import _encode
+    from postrl.trainers.rl import encode_split
     from postrl.learner.models import load_model, load_tokenizer, resolve_device
     from postrl.rewards import RewardSet
     from postrl.rollout.engines import build_engine
@@ -55,7 +55,7 @@ def cmd_eval(args) -> None:
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer, device)
-    rows, ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    rows, ids = encode_split(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
     engine = build_engine(cfg.rollout, model, tokenizer)
     out = evaluate(engine, tokenizer, rows, ids, RewardSet(cfg.rewards),
                    max_new_tokens=args.max_new_tokens or cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,

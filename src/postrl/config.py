@@ -24,6 +24,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class RunConfig(Section):
+    """What every command's config has: a run name, its directory and the seed."""
+
+    name: str = "run"
+    output_dir: str | None = None
+    """Run directory; default runs/<name>."""
+    seed: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+
 # --------------------------------------------------------------------------------------- model
 class TinyModel(Section):
     """Architecture of the from-config model built when `model.name_or_path: tiny`."""
@@ -321,11 +334,7 @@ class DistributedSection(Section):
     step t trains; the batch trained at step t was sampled with the weights after update t-k."""
 
 
-class RLConfig(Section):
-    name: str = "run"
-    output_dir: str | None = None
-    """Run directory; default runs/<name>."""
-    seed: int = 0
+class RLConfig(RunConfig):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     sampler: SamplerSection = SamplerSection()
@@ -416,9 +425,6 @@ class RLConfig(Section):
             return self.algorithm.rollout_is
         return "token" if self.distributed.max_off_policy_steps > 0 else "none"
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.name}")
 
 
 class SFTTrain(OptimSection):
@@ -430,19 +436,14 @@ class SFTTrain(OptimSection):
     """Train on completion (assistant) tokens only, or on every token."""
 
 
-class SFTConfig(Section):
+class SFTConfig(RunConfig):
     name: str = "sft"
-    output_dir: str | None = None
-    seed: int = 0
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     train: SFTTrain = SFTTrain()
     checkpoint: CheckpointSection = CheckpointSection(every=500)
     logging: LoggingSection = LoggingSection(console_every=50)
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.name}")
 
 
 # ----------------------------------------------------------------------------------- preference
@@ -519,13 +520,10 @@ class PrefEval(Section):
     max_new_tokens: int = Field(16, ge=1)
 
 
-class PrefConfig(Section):
+class PrefConfig(RunConfig):
     """`postrl pref`: offline preference optimisation (trainers/pref.py)."""
 
     name: str = "pref"
-    output_dir: str | None = None
-    """Run directory; default runs/<name>."""
-    seed: int = 0
     model: ModelSection = ModelSection()
     """The policy; give an SFT run's `final` directory to start from a warm start. The reference
     is a frozen copy of it (or model.ref_model), loaded only when the loss needs "reference"."""
@@ -572,9 +570,6 @@ class PrefConfig(Section):
 
         return "reference" in PREFERENCE_LOSSES.get(self.loss.name).needs
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.name}")
 
 
 # --------------------------------------------------------------------------------- reward model
@@ -614,13 +609,10 @@ class RMEval(Section):
     its pairs, chosen by `seed`, is held out instead of trained on."""
 
 
-class RMConfig(Section):
+class RMConfig(RunConfig):
     """`postrl rm`: a Bradley–Terry reward model on paired preferences (trainers/rm.py)."""
 
     name: str = "rm"
-    output_dir: str | None = None
-    """Run directory; default runs/<name>."""
-    seed: int = 0
     model: ModelSection = ModelSection()
     """The backbone (a causal LM: hub id, directory such as an SFT run's `final`, or `tiny`); a
     one-output head is put on its last non-pad token."""
@@ -642,9 +634,6 @@ class RMConfig(Section):
             raise ValueError("model.ref_model / reference_soup: a reward model has no reference model; drop them")
         return self
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.name}")
 
 
 # ----------------------------------------------------------------------------- self-improvement
@@ -683,13 +672,10 @@ class RaftEval(Section):
     from raft.threshold, which decides what is trained on)."""
 
 
-class RaftConfig(Section):
+class RaftConfig(RunConfig):
     """`postrl raft`: rejection-sampling self-improvement (trainers/raft.py, docs/self_improvement.md)."""
 
     name: str = "raft"
-    output_dir: str | None = None
-    """Run directory; default runs/<name>."""
-    seed: int = 0
     model: ModelSection = ModelSection()
     """The policy; give an SFT run's `final` directory to start from a warm start."""
     data: DataSection = DataSection()
@@ -716,9 +702,6 @@ class RaftConfig(Section):
                 rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
         return self
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.name}")
 
 
 def _check_critic(cfg: RLConfig) -> None:

@@ -29,3 +29,17 @@ def test_concat_pads_the_per_token_fields_and_stacks_the_per_row_ones():
     both = RolloutBatch.concat([a, b])
     assert both.returns.shape == (3, 3) and both.value_mask[0].tolist() == [1.0, 1.0, 0.0]
     assert both.last_values.tolist() == [0.5, 0.5, 1.5]
+
+
+def test_from_token_lists_left_pads_prompts_and_right_pads_completions():
+    from postrl.rollout.batch import RolloutBatch
+
+    b = RolloutBatch.from_token_lists([[5, 6], [7]], [[1], [2, 3, 4]], pad_id=0, behavior=[[-0.5], [-1.0, -2.0, -3.0]],
+                                      group_ids=[3, 3], metadata={"finish_reason": ["stop", "length"]})
+    assert b.prompt_ids.tolist() == [[5, 6], [0, 7]] and b.prompt_mask.tolist() == [[1, 1], [0, 1]]
+    assert b.completion_ids.tolist() == [[1, 0, 0], [2, 3, 4]] and b.completion_mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert b.loss_mask.tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    assert b.behavior_logprobs.tolist() == [[-0.5, 0.0, 0.0], [-1.0, -2.0, -3.0]]
+    assert b.group_ids.tolist() == [3, 3] and b.metadata["finish_reason"] == ["stop", "length"]
+    empty = RolloutBatch.from_token_lists([[5]], [[]], pad_id=0)  # keeps a [B, 1] completion column
+    assert empty.completion_ids.tolist() == [[0]] and empty.completion_mask.tolist() == [[0]]

@@ -3,22 +3,14 @@ pairs raises the held-out chosen-over-rejected margin and the policy's greedy ac
 
 import pytest
 
-from postrl.config import PrefConfig, SFTConfig, resolve
-from postrl.trainers import pref, sft
-
-TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256}
-
+from postrl.config import PrefConfig, resolve
+from postrl.trainers import pref
 
 @pytest.mark.slow
-def test_dpo_raises_the_margin_and_greedy_accuracy_after_an_sft_warm_start(tmp_path):
-    # ~20 s: 400 steps take this model to ~0.25 greedy accuracy on 2-digit sums, so accuracy can move
-    warm = sft.train(resolve(SFTConfig, {
-        "output_dir": str(tmp_path / "sft"), "model": {"tiny": TINY},
-        "data": {"source": "task:arithmetic", "task_kwargs": {"level": 2}},
-        "train": {"steps": 400, "batch_size": 64, "micro_batch_size": 64, "lr": 3e-3, "warmup_steps": 20},
-        "checkpoint": {"every": 400}, "logging": {"progress": False}}))
+def test_dpo_raises_the_margin_and_greedy_accuracy_after_an_sft_warm_start(tmp_path, sft_warm_start):
+    # the shared warm start (conftest.py: 400 SFT steps, greedy accuracy ~0.25) leaves accuracy room to move
     out = pref.train(resolve(PrefConfig, {
-        "output_dir": str(tmp_path / "dpo"), "model": {"name_or_path": warm["model_dir"]},
+        "output_dir": str(tmp_path / "dpo"), "model": {"name_or_path": sft_warm_start},
         "data": {"source": "task:arithmetic_pairs", "task_kwargs": {"level": 2}, "limit": 2000},
         "loss": {"name": "dpo", "kwargs": {"beta": 0.1}},
         "train": {"steps": 60, "batch_size": 32, "micro_batch_size": 32, "lr": 1e-4},

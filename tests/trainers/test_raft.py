@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from postrl.config import RaftConfig, SFTConfig, resolve
+from postrl.config import RaftConfig, resolve
 from postrl.learner.checkpoint import latest_checkpoint, read_weights
-from postrl.trainers import raft, sft
+from postrl.trainers import raft
 from postrl.trainers.raft import select_completions
 
 from helpers import TINY_MODEL
@@ -86,18 +86,10 @@ def test_unknown_reward_is_a_config_error(tmp_path):
         _cfg(tmp_path, rewards=[{"name": "exact_mach"}])
 
 
-TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256}
-
-
 @pytest.mark.slow
-def test_raft_improves_greedy_accuracy_after_an_sft_warm_start(tmp_path):
-    warm = sft.train(resolve(SFTConfig, {
-        "output_dir": str(tmp_path / "sft"), "model": {"tiny": TINY},
-        "data": {"source": "task:arithmetic", "task_kwargs": {"level": 2}},
-        "train": {"steps": 400, "batch_size": 64, "micro_batch_size": 64, "lr": 3e-3, "warmup_steps": 20},
-        "checkpoint": {"every": 400}, "logging": {"progress": False}}))
+def test_raft_improves_greedy_accuracy_after_an_sft_warm_start(tmp_path, sft_warm_start):
     out = raft.train(resolve(RaftConfig, {
-        "output_dir": str(tmp_path / "raft"), "model": {"name_or_path": warm["model_dir"]},
+        "output_dir": str(tmp_path / "raft"), "model": {"name_or_path": sft_warm_start},
         "data": {"source": "task:arithmetic", "task_kwargs": {"level": 2}},
         "rollout": {"n": 8, "max_new_tokens": 6}, "rewards": [{"name": "exact_match"}],
         "raft": {"rounds": 3, "prompts_per_round": 64, "keep": "best", "threshold": 1.0},

@@ -114,6 +114,24 @@ class RolloutBatch:
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
     @staticmethod
+    def from_token_lists(prompts: list[list[int]], completions: list[list[int]], pad_id: int, *,
+                         behavior: list[list[float]] | None = None, group_ids: list[int] | None = None,
+                         metadata: dict[str, list[Any]] | None = None) -> "RolloutBatch":
+        """One row per (prompt, completion) id list, in the batch layout; loss_mask = completion_mask.
+        Completions are at least one column wide, so an all-empty batch keeps the [B, T] shapes."""
+        prompt_ids, prompt_mask = pad_rows(prompts, pad_id, left=True)
+        T = max(max((len(c) for c in completions), default=0), 1)
+        completion_ids, completion_mask = pad_rows(completions, pad_id, left=False, width=T)
+        logps = torch.zeros((len(completions), T), dtype=torch.float32)
+        for i, lp in enumerate(behavior or []):
+            logps[i, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
+        groups = group_ids if group_ids is not None else list(range(len(completions)))
+        return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+                            completion_mask=completion_mask, loss_mask=completion_mask.float(),
+                            behavior_logprobs=logps, group_ids=torch.tensor(groups, dtype=torch.long),
+                            metadata=dict(metadata or {}))
+
+    @staticmethod
     def concat(batches: list["RolloutBatch"]) -> "RolloutBatch":
         """Stack batches row-wise, re-padding prompts on the left and completions on the right."""
         if len(batches) == 1:
@@ -140,6 +158,20 @@ class RolloutBatch:
             else:
                 out[f.name] = sum(vals, [])
         return RolloutBatch(**out)
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool, width: int | None = None):
+    """Token-id lists -> (ids [N, W], mask [N, W]): the batch layout, prompts `left`-padded
+    (flush right), responses right-padded. `width` defaults to the longest row."""
+    W = width if width is not None else max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), W), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), W), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            span = slice(W - len(r), W) if left else slice(0, len(r))
+            ids[i, span] = torch.tensor(r, dtype=torch.long)
+            mask[i, span] = 1
+    return ids, mask
 
 
 def _pad2d(x: torch.Tensor, width: int, left: bool, value: float = 0) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
-from postrl.rollout.batch import RolloutBatch
+from postrl.rollout.batch import RolloutBatch, pad_rows
 from postrl.rollout.engines import SamplingParams
 from postrl.rollout.sampling import row_uniforms, sample_tokens
 
@@ -108,12 +108,8 @@ class HFEngine:
     def _generate_chunk(self, prompts: list[list[int]], keys: list[tuple[int, int]], params: SamplingParams,
                         seed: int) -> RolloutBatch:
         device, T = self._device, params.max_new_tokens
-        B, P = len(prompts), max(len(p) for p in prompts)
-        prompt_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
-        prompt_mask = torch.zeros((B, P), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            prompt_ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            prompt_mask[i, P - len(p):] = 1
+        prompt_ids, prompt_mask = pad_rows(prompts, self.pad_id, left=True)
+        B, P = prompt_ids.shape
         # Cache slot P + t holds completion token t for every row (prompts are left-padded), so
         # the padding mask is fixed up front: ones on generated slots, whose future part the
         # causal mask hides. The dynamic cache wants it cut to the slots written so far.

@@ -204,28 +204,8 @@ def batch_from_outputs(outputs: Iterable[Any], group_ids: list[int], pad_id: int
             behavior.append([step[t].logprob for step, t in zip(c.logprobs or [], tokens)])
             groups.append(group)
             finish.append(c.finish_reason)
-    B = len(completions)
-    P = max((len(p) for p in prompts), default=0)
-    T = max(max((len(c) for c in completions), default=0), 1)
-    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((B, P), dtype=torch.long)
-    completion_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((B, T), dtype=torch.long)
-    behavior_logprobs = torch.zeros((B, T), dtype=torch.float32)
-    for i, (p, c, lp) in enumerate(zip(prompts, completions, behavior)):
-        if p:
-            prompt_ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            prompt_mask[i, P - len(p):] = 1
-        if c:
-            completion_ids[i, :len(c)] = torch.tensor(c, dtype=torch.long)
-            completion_mask[i, :len(c)] = 1
-            behavior_logprobs[i, :len(c)] = torch.tensor(lp, dtype=torch.float32)
-    return RolloutBatch(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-        completion_mask=completion_mask, loss_mask=completion_mask.float(),
-        behavior_logprobs=behavior_logprobs, group_ids=torch.tensor(groups, dtype=torch.long),
-        metadata={"finish_reason": finish},
-    )
+    return RolloutBatch.from_token_lists(prompts, completions, pad_id, behavior=behavior, group_ids=groups,
+                                         metadata={"finish_reason": finish})
 
 
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")

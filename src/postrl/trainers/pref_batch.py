@@ -39,17 +39,7 @@ class SeqLogps:
 
 def to_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> RolloutBatch:
     """(prompt ids, response ids) rows -> a RolloutBatch (prompts left-, responses right-padded)."""
-    N, P, T = len(pairs), max(len(p) for p, _ in pairs), max(len(r) for _, r in pairs)
-    prompt = torch.full((N, P), pad_id, dtype=torch.long)
-    pmask = torch.zeros((N, P), dtype=torch.long)
-    comp = torch.full((N, T), pad_id, dtype=torch.long)
-    cmask = torch.zeros((N, T), dtype=torch.long)
-    for i, (p, r) in enumerate(pairs):
-        prompt[i, P - len(p):], pmask[i, P - len(p):] = torch.tensor(p), 1
-        comp[i, :len(r)], cmask[i, :len(r)] = torch.tensor(r), 1
-    return RolloutBatch(prompt_ids=prompt, prompt_mask=pmask, completion_ids=comp, completion_mask=cmask,
-                        loss_mask=cmask.float(), behavior_logprobs=torch.zeros(N, T),
-                        group_ids=torch.arange(N))
+    return RolloutBatch.from_token_lists([p for p, _ in pairs], [r for _, r in pairs], pad_id)
 
 
 def seq_logps(model, pairs, logprob_fn, pad_id: int, device) -> SeqLogps:

@@ -37,7 +37,6 @@ from typing import Any, Literal
 import torch
 
 from postrl.config import RaftConfig
-from postrl.data.loading import is_single_file
 from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
@@ -48,7 +47,7 @@ from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.progress import progress_bar
-from postrl.trainers.rl import _encode
+from postrl.trainers.rl import encode_train_and_eval
 from postrl.trainers.run_dir import start_run
 from postrl.trainers.scoring import completion_token_lists, score_batch
 from postrl.trainers.sft import collate, sft_loss_sum
@@ -117,10 +116,7 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
     model = load_model(cfg.model, tokenizer, device)
     engine = build_engine(cfg.rollout, model, tokenizer)  # shares the module: sees every SFT update
     rewards = RewardSet(cfg.rewards)
-    train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
-    eval_rows, eval_ids = [], []
-    if cfg.data.eval_source is not None or not is_single_file(cfg.data.source):  # else: no held-out split
-        eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    train_rows, train_ids, eval_rows, eval_ids = encode_train_and_eval(cfg, tokenizer)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, cfg.raft.rounds * cfg.train.sft_steps_per_round)
     sampler = SAMPLERS["uniform"](len(train_rows), cfg.seed)

@@ -66,10 +66,7 @@ class Parts:
 def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
-    train_rows, train_ids = _encode(cfg, tokenizer, cfg.data.split, cfg.data.source)
-    eval_rows, eval_ids = [], []
-    if cfg.data.eval_source is not None or not is_single_file(cfg.data.source):  # else eval = train rows
-        eval_rows, eval_ids = _encode(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit)
+    train_rows, train_ids, eval_rows, eval_ids = encode_train_and_eval(cfg, tokenizer)
     sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
     critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
@@ -114,7 +111,21 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
     return learner, rollouts, eval_engine, RewardSet(cfg.rewards)
 
 
-def _encode(cfg, tokenizer, split, source, limit=None):
+def encode_train_and_eval(cfg, tokenizer):
+    """(train rows, train ids, eval rows, eval ids) of a config with `data` and `eval.limit`.
+
+    A single-file source has one split: without `data.eval_source` there is no held-out set
+    (empty eval lists), never the training rows scored as if they were held out.
+    """
+    train_rows, train_ids = encode_split(cfg, tokenizer, cfg.data.split, cfg.data.source)
+    if cfg.data.eval_source is None and is_single_file(cfg.data.source):
+        return train_rows, train_ids, [], []
+    return (train_rows, train_ids,
+            *encode_split(cfg, tokenizer, cfg.data.eval_split, cfg.data.eval_source, cfg.eval.limit))
+
+
+def encode_split(cfg, tokenizer, split, source, limit=None):
+    """Rows of one split and their prompt token ids (rows the tokenizer cannot encode are dropped)."""
     data = load_prompt_dataset(cfg.data, split=split, source=source)
     ids, kept = encode_prompts(tokenizer, data.rows, cfg.data)
     rows = [data.rows[i] for i in kept]
