@@ -4,15 +4,24 @@ from pathlib import Path
 
 import pytest
 
-from postrl.config import PrefConfig, RLConfig, SFTConfig, load_config
+from postrl.cli import TRAINERS, config_schema
+from postrl.config import PrefConfig, load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 
 
+def command_of(path: Path) -> str:
+    """Every example starts with `# postrl COMMAND: what it does`."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# postrl "), f"{path.name}: first line must be '# postrl COMMAND: ...'"
+    command = first.removeprefix("# postrl ").split(":", 1)[0]
+    assert command in TRAINERS, f"{path.name}: unknown command {command!r}"
+    return command
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_validates(path):
-    schema = SFTConfig if "sft" in path.name else PrefConfig if "dpo" in path.name else RLConfig
-    cfg = load_config(path, schema=schema)
+    cfg = load_config(path, schema=config_schema(command_of(path)))
     assert cfg.name
 
 

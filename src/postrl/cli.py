@@ -21,8 +21,19 @@ def _console():
 
 # command -> (config schema in postrl.config, trainer module in postrl.trainers); each trainer
 # module has `train(cfg, resume=, console=) -> summary`
+# command -> (config class, trainer module). A class name alone lives in postrl.config; a
+# "module:Class" path lets a trainer keep its own config section next to it.
 TRAINERS = {"train": ("RLConfig", "rl"), "sft": ("SFTConfig", "sft"), "rm": ("RMConfig", "rm"),
             "pref": ("PrefConfig", "pref"), "raft": ("RaftConfig", "raft")}
+
+
+def config_schema(command: str):
+    """The config class of a trainer command (see TRAINERS)."""
+    import importlib
+
+    name = TRAINERS[command][0]
+    module, _, cls = name.rpartition(":")
+    return getattr(importlib.import_module(module or "postrl.config"), cls)
 
 
 def cmd_trainer(args) -> None:
@@ -30,8 +41,8 @@ def cmd_trainer(args) -> None:
 
     from postrl import config
 
-    schema, module = TRAINERS[args.command]
-    cfg = config.load_config(args.config, _overrides(args), schema=getattr(config, schema))
+    module = TRAINERS[args.command][1]
+    cfg = config.load_config(args.config, _overrides(args), schema=config_schema(args.command))
     summary = importlib.import_module(f"postrl.trainers.{module}").train(cfg, resume=args.resume,
                                                                          console=_console())
     _print_summary(summary, cfg.run_dir)
