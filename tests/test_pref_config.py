@@ -41,8 +41,8 @@ def test_data_format_must_fit_the_loss_for_built_in_tasks():
 
 
 def test_needs_the_offline_trainer_cannot_provide(monkeypatch):
-    register(monkeypatch, "test_online", ("reference", "online_kl"))
-    assert "loss.name='test_online' needs 'online_kl', which offline `postrl pref` does not provide" in \
+    register(monkeypatch, "test_online", ("reference", "test_unprovided"))
+    assert "loss.name='test_online' needs 'test_unprovided', which offline `postrl pref` does not provide" in \
         err({"loss": {"name": "test_online"}})
 
 

@@ -24,7 +24,9 @@ def _console():
 # command -> (config class, trainer module). A class name alone lives in postrl.config; a
 # "module:Class" path lets a trainer keep its own config section next to it.
 TRAINERS = {"train": ("RLConfig", "rl"), "sft": ("SFTConfig", "sft"), "rm": ("RMConfig", "rm"),
-            "pref": ("PrefConfig", "pref"), "raft": ("RaftConfig", "raft")}
+            "pref": ("PrefConfig", "pref"), "raft": ("RaftConfig", "raft"),
+            "online": ("postrl.trainers.online_config:OnlineConfig", "online_pref"),
+            "prm": ("postrl.trainers.prm_config:PrmConfig", "prm")}
 
 
 def config_schema(command: str):
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd("rm", "Bradley-Terry reward-model training on preference pairs")
     config_cmd("pref", "offline preference optimisation (DPO, ...) from a YAML config")
     config_cmd("raft", "rejection-sampling self-improvement (RAFT / ReST): sample, filter by reward, SFT")
+    config_cmd("online", "online / iterative preference training: sample pairs from the policy, judge, DPO-style update")
+    config_cmd("prm", "process reward model training on step-labelled solutions (TRL stepwise format)")
 
     p = sub.add_parser("eval", help="greedy pass@1 and sampled pass@k of a model on a dataset")
     p.add_argument("--model", required=True, help="model directory or hub id")

@@ -192,6 +192,31 @@ class RewardSpec(Section):
     kwargs: dict[str, Any] = {}
 
 
+class RLRewardSpec(RewardSpec):
+    """A reward of `postrl train`, with its own shaping (`rewards/shaping.py`, docs/reward_shaping.md)."""
+
+    normalize: Literal["none", "batch", "running"] = "none"
+    """batch: (r - mean) / std over the step's batch; running: over every training reward so far
+    (a Welford mean/std kept in the checkpoint; OpenRLHF's normalize_reward)."""
+    clip: tuple[float, float] | None = None
+    """[lo, hi]: clamp this reward after normalisation (Secrets of RLHF Part I, arXiv 2307.04964)."""
+
+    @field_validator("clip")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"clip = {list(v)}: give [lo, hi] with lo < hi")
+        return v
+
+
+class RewardCombine(Section):
+    """How the rewards become one reward per completion (`rewards/combiners.py`)."""
+
+    name: str = "weighted_sum"
+    """weighted_sum, trust (SophiaVL-R1), constraints (CGPO judges), consistency (GRPO-CARE)."""
+    kwargs: dict[str, Any] = {}
+
+
 class AlgorithmSection(Section):
     preset: str | None = None
     advantage: str = "grpo"
@@ -339,7 +364,11 @@ class RLConfig(RunConfig):
     data: DataSection = DataSection()
     sampler: SamplerSection = SamplerSection()
     rollout: RolloutSection = RolloutSection()
-    rewards: list[RewardSpec] = [RewardSpec(name="exact_match")]
+    rewards: list[RLRewardSpec] = [RLRewardSpec(name="exact_match")]
+    reward_combine: RewardCombine = RewardCombine()
+    process_rewards: list[RewardSpec] = []
+    """Process rewards (rewards/process.py: prm, implicit_prm, rto, ...): token and step rewards added
+    after outcome scoring (trainers/process_scoring.py, docs/process_rewards.md)."""
     algorithm: AlgorithmSection = AlgorithmSection()
     train: TrainSection = TrainSection()
     critic: CriticSection = CriticSection()
@@ -400,6 +429,12 @@ class RLConfig(RunConfig):
         _check_critic(self)
         _check_loop_features(self)
         _check_value_credit(self)
+        from postrl.trainers.process_scoring import check_config as check_process_rewards
+
+        check_process_rewards(self)
+        from postrl.rewards.shaping import check_config as check_reward_shaping
+
+        check_reward_shaping(self)
         return self
 
     @property
@@ -460,6 +495,31 @@ class PrefColumns(Columns):
     """Ranked rows: one number per response, higher is better."""
     margin: str = "margin"
     """Paired rows, for losses that need "margins" (MODPO): another objective's reward margin."""
+    rationale: str = "rationale"
+    """Paired rows, for losses that need "rationales": why the chosen response is better."""
+
+
+class PairSelect(Section):
+    """MPO's data selection (arXiv 2403.19443): split pairs by their reward margin into easy (large
+    margin) and hard (small), train on one part; the other part's prompts are written to
+    RUN_DIR/select/{easy,hard}_prompts.jsonl for the RL stage (`data/pair_select.py`)."""
+
+    reward: str | None = None
+    """A reward model directory (a `postrl rm` run's `final`): margin = r(x, y_w) - r(x, y_l).
+    None: the margin is read from the data.columns.margin column."""
+    keep: Literal["easy", "hard"] = "easy"
+    """Which part `postrl pref` trains on (MPO's first stage: DPO on the easy pairs)."""
+    threshold: float | None = None
+    """A pair is easy when its margin >= threshold. Give this or `quantile` (no paper default)."""
+    quantile: float | None = Field(None, gt=0, lt=1)
+    """The threshold is this quantile of the training pairs' margins (0.5: the larger half is easy)."""
+
+    @model_validator(mode="after")
+    def _one_cut(self):
+        if (self.threshold is None) == (self.quantile is None):
+            raise ValueError("data.select needs exactly one of threshold (a margin) or quantile (a fraction in (0, 1) "
+                             "of the pairs' margins), e.g. data.select: {keep: easy, quantile: 0.5}")
+        return self
 
 
 class PrefDataSection(DataSection):
@@ -472,6 +532,26 @@ class PrefDataSection(DataSection):
     long_rows: Literal["error", "skip"] = "error"
     """A row whose prompt plus longest response exceeds train.max_length tokens: stop with an error,
     or drop it (the count is printed and logged as data/dropped_long)."""
+    rationale_template: str = "{chosen}\nRejected: {rejected}\nRationale: "
+    """Losses that need "rationales": the text after the rendered prompt that conditions the
+    rationale, over `{chosen}` and `{rejected}` (log pi(r | x, y_w, y_l); trainers/pref_rationale.py)."""
+    select: PairSelect | None = None
+    """Train on the easy or the hard pairs only, split by reward margin (MPO; docs/preference_guide.md)."""
+
+    @field_validator("rationale_template")
+    @classmethod
+    def _rationale_fields(cls, v: str) -> str:
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"data.rationale_template {v!r} is not a valid format string ({e}); write literal "
+                             "braces as {{ and }}") from None
+        if fields - {"chosen", "rejected"}:
+            raise ValueError(f"data.rationale_template uses {sorted(fields - {'chosen', 'rejected'})}; it may use only "
+                             "{chosen} and {rejected} (the prompt comes before it, rendered as for the responses)")
+        return v
 
     @model_validator(mode="after")
     def _unused_prompt_options(self):
@@ -520,6 +600,16 @@ class PrefEval(Section):
     max_new_tokens: int = Field(16, ge=1)
 
 
+class PrefOnline(Section):
+    """Sampling of the responses `postrl pref` draws from the current policy each step, for losses
+    that need "online_kl" (HyPO): one per training example, after its prompt."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: list[str] = []
+
+
 class PrefConfig(RunConfig):
     """`postrl pref`: offline preference optimisation (trainers/pref.py)."""
 
@@ -533,6 +623,8 @@ class PrefConfig(RunConfig):
     eval: PrefEval = PrefEval()
     checkpoint: CheckpointSection = CheckpointSection(every=100)
     logging: LoggingSection = LoggingSection(console_every=10)
+    online: PrefOnline = PrefOnline()
+    """Used only by losses that need "online_kl" (HyPO; trainers/pref_online.py)."""
 
     @model_validator(mode="after")
     def _check_loss(self):
@@ -557,6 +649,9 @@ class PrefConfig(RunConfig):
                              "reference-based loss (e.g. dpo)")
         if self.train.packing and self.train.prefix_sharing:
             raise ValueError("train.packing and train.prefix_sharing are two ways of one forward; keep one")
+        if self.online != PrefOnline() and "online_kl" not in algorithms.PREFERENCE_LOSSES.get(self.loss.name).needs:
+            raise ValueError(f"online is set but loss.name={self.loss.name!r} samples no online responses (only "
+                             "losses that need 'online_kl', e.g. hypo, do); drop the online settings")
         if self.data.source.startswith("task:"):  # built-in data is cheap: check its format fits the loss now
             from postrl.trainers.pref_data import check_task_fits
 
@@ -632,11 +727,43 @@ class RMConfig(RunConfig):
                              "for it); set model.lora.enabled: false")
         if m.ref_model or m.reference_soup:
             raise ValueError("model.ref_model / reference_soup: a reward model has no reference model; drop them")
+        if self.data.select is not None:
+            raise ValueError("data.select splits pairs for `postrl pref` (MPO); postrl rm trains on every pair: "
+                             "drop it")
         return self
 
 
 
 # ----------------------------------------------------------------------------- self-improvement
+class BStarSearch(Section):
+    """B-STaR's per-round search (arXiv 2412.17256): grids and the balance score's cap."""
+
+    temperatures: list[float] = [0.5, 0.7, 0.9, 1.1]
+    """Sampling temperatures tried on the probe (our grid; the paper's could not be confirmed)."""
+    thresholds: list[float] | None = None
+    """Reward thresholds tried on the same samples; None: only raft.threshold (a binary reward has
+    one useful threshold; give a grid for graded or reward-model rewards)."""
+    probe_prompts: int = Field(32, ge=1)
+    """Training prompts sampled (rollout.n each, at every temperature) to score the grid."""
+    n_star: int = Field(8, ge=1)
+    """n*, the number of unique correct completions per prompt that counts as enough (8 in the
+    authors' code)."""
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if not v or any(t <= 0 for t in v):
+            raise ValueError(f"raft.b_star.temperatures = {v}: give at least one temperature, each > 0")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _non_empty(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not v:
+            raise ValueError("raft.b_star.thresholds is empty; give at least one threshold or leave it unset")
+        return v
+
+
 class RaftLoop(Section):
     """Rejection sampling then SFT, iterated (RAFT arXiv 2304.06767; ReST arXiv 2308.08998)."""
 
@@ -648,8 +775,43 @@ class RaftLoop(Section):
     """best: per prompt, its highest-reward completion if that reaches `threshold` (RAFT best-of-k).
     all_above: every completion whose reward reaches `threshold` (ReST / expert iteration / STaR)."""
     threshold: float = 1.0
-    """Minimum total reward (weighted sum of `rewards`) of a kept completion; also the success
-    threshold of greedy accuracy on the first reward function."""
+    """Minimum total reward (weighted sum of `rewards`) of a kept completion (greedy accuracy uses
+    eval.success_threshold)."""
+    rationalize: bool = False
+    """STaR rationalisation (arXiv 2203.14465; trainers/star.py): the round's prompts with nothing
+    kept are sampled again with the answer as a hint (`hint_template`); the kept completions are
+    trained after the original, hint-free prompt."""
+    hint_template: str = "{prompt} (answer: {answer})"
+    """Format string of the hinted prompt: `{prompt}` is the last user turn (or the string prompt),
+    `{answer}` the reference answer, any other column by name. Replaces the last user turn."""
+    restart_from_base: bool = False
+    """STaR / ReST-EM: every round's SFT starts again from the initial weights with a fresh optimizer
+    and schedule (over train.sft_steps_per_round); sampling uses the previous round's model."""
+    auto_config: Literal["none", "b_star"] = "none"
+    """b_star (arXiv 2412.17256; trainers/b_star.py): each round's rollout.temperature and threshold
+    are chosen from `b_star`'s grids by the balance score on a probe of training prompts."""
+    b_star: BStarSearch = BStarSearch()
+
+    @model_validator(mode="after")
+    def _check_star(self):
+        import string
+
+        if self.rationalize:
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(self.hint_template) if f is not None}
+            except ValueError as e:
+                raise ValueError(f"raft.hint_template {self.hint_template!r} is not a valid format string ({e}); "
+                                 "write literal braces as {{ and }}") from None
+            if "answer" not in fields:
+                raise ValueError(f"raft.hint_template {self.hint_template!r} does not use {{answer}}, so the retry "
+                                 "gets no hint; e.g. \"{prompt} (answer: {answer})\"")
+        elif self.hint_template != RaftLoop.model_fields["hint_template"].default:
+            raise ValueError("raft.hint_template is set but raft.rationalize is false; set raft.rationalize: true "
+                             "or drop the template")
+        if self.auto_config == "none" and self.b_star != BStarSearch():
+            raise ValueError("raft.b_star is set but raft.auto_config is 'none'; set raft.auto_config: b_star or "
+                             "drop the b_star settings")
+        return self
 
 
 class RaftTrain(OptimSection):

@@ -286,12 +286,15 @@ def test_every_offline_loss_trains_on_data_it_takes(tmp_path, loss):
     ok = accepted_kinds(loss)
     source = {"paired": "task:arithmetic_pairs", "unpaired": "task:arithmetic_unpaired",
               "ranked": "task:arithmetic_ranked"}[next(k for k in ("paired", "unpaired", "ranked") if ok[k] is None)]
+    if "rationales" in PREFERENCE_LOSSES.get(loss).needs:
+        source = "task:arithmetic_rationale_pairs"
     if "margins" in PREFERENCE_LOSSES.get(loss).needs:  # another objective's margin: say, shorter is better
         rows = [{**r, "margin": float(len(r["rejected"]) - len(r["chosen"]))}
                 for r in arithmetic_pairs("train", level=1, limit=24)]
         source = str(tmp_path / "pairs.jsonl")
         (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = config(tmp_path, **{"loss.name": loss, "data.source": source, "train.steps": 2})
+    online = {"online.max_new_tokens": 4} if "online_kl" in PREFERENCE_LOSSES.get(loss).needs else {}
+    cfg = config(tmp_path, **{"loss.name": loss, "data.source": source, "train.steps": 2, **online})
     before = {k: v.clone() for k, v in load_file(str(_init_weights(tmp_path, cfg))).items()}
     summary = pref.train(cfg)
     after = load_file(str(cfg.run_dir / "final" / "model.safetensors"))

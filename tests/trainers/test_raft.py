@@ -99,3 +99,53 @@ def test_raft_improves_greedy_accuracy_after_an_sft_warm_start(tmp_path, sft_war
     assert out["accuracy_before"] > 0.05
     # measured: greedy accuracy 0.24 -> 0.445 on 200 held-out 2-digit sums (3 rounds, ~15 s)
     assert out["accuracy_after"] >= out["accuracy_before"] + 0.1
+
+
+# --------------------------------------------------------------------- STaR / B-STaR / restart
+STAR = {"rewards": [{"name": "tiny_rewards:token_parity"}], "rollout.n": 2, "raft.prompts_per_round": 8,
+        "raft.threshold": 1.0, "raft.rationalize": True, "raft.auto_config": "b_star",
+        "raft.b_star": {"temperatures": [0.7, 1.3], "thresholds": [0.5, 1.0], "probe_prompts": 4, "n_star": 2}}
+
+
+@pytest.mark.parametrize("over", [STAR, {"raft.restart_from_base": True}], ids=["star_b_star", "restart"])
+def test_star_options_resume_exactly(tmp_path, over):
+    full = raft.train(_cfg(tmp_path / "a", **over))
+    raft.train(_cfg(tmp_path / "b", **over, **{"raft.rounds": 1}))
+    resumed = raft.train(_cfg(tmp_path / "b", **over), resume=True)
+    wa = read_weights(latest_checkpoint(tmp_path / "a" / "raft"))
+    wb = read_weights(latest_checkpoint(tmp_path / "b" / "raft"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert full["last/sft/loss"] == resumed["last/sft/loss"]
+    if "raft.rationalize" in over:
+        # the per-round choice is logged and kept in the checkpoint: the resumed run has both rounds'
+        assert resumed["b_star"] == full["b_star"] and [c["round"] for c in full["b_star"]] == [1, 2]
+        assert all(c["b_star/temperature"] in (0.7, 1.3) and c["b_star/threshold"] in (0.5, 1.0)
+                   for c in full["b_star"])
+        rows = [json.loads(x) for x in (tmp_path / "a" / "raft" / "metrics.jsonl").read_text().splitlines()]
+        assert all("star/kept" in r and "b_star/balance" in r for r in rows)
+        assert sum(r["star/kept"] for r in rows) > 0  # some failed prompts were solved with the hint
+
+
+def test_restart_from_base_starts_every_round_from_the_initial_weights(tmp_path, monkeypatch):
+    starts = []
+    real = raft.sft_steps
+
+    def spy(model, *a, **k):
+        starts.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(raft, "sft_steps", spy)
+    raft.train(_cfg(tmp_path, **{"raft.restart_from_base": True}))
+    assert len(starts) == 2 and all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+
+
+def test_star_config_errors_name_the_key_and_the_fix(tmp_path):
+    from postrl.config import ConfigError
+
+    cases = [({"raft.rationalize": True, "raft.hint_template": "{prompt} ?"}, "does not use {answer}"),
+             ({"raft.hint_template": "{prompt} {answer}"}, "raft.rationalize is false"),
+             ({"raft.b_star": {"probe_prompts": 2}}, "raft.auto_config is 'none'"),
+             ({"raft.auto_config": "b_star", "raft.b_star": {"temperatures": []}}, "at least one temperature")]
+    for over, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("?", r"\?")):
+            _cfg(tmp_path, **over)

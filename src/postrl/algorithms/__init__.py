@@ -12,6 +12,8 @@ from postrl.algorithms import policy_losses, preference, presets  # noqa: F401
 from postrl.algorithms import (preference_auxiliary, preference_listwise, preference_pairwise,  # noqa: F401
                                preference_reference_free, preference_unpaired)
 from postrl.algorithms import advantages_loop, presets_loop  # noqa: F401  (ReMax, TempSamp; loop-feature presets)
+from postrl.algorithms import advantages_selfplay, preference_online, presets_selfplay  # noqa: F401  (self-play)
+from postrl.algorithms import advantages_process  # noqa: F401  (PRIME, PURE: credit from step rewards)
 from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
 from postrl.algorithms.kl import kl_penalty  # noqa: F401
 from postrl.algorithms.policy_losses import LossOutput  # noqa: F401

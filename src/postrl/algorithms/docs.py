@@ -14,12 +14,15 @@ MEASURED = Path(__file__).resolve().parents[3] / "docs" / "compare_algorithms.md
 
 def registries():
     from postrl.algorithms import ADVANTAGES, POLICY_LOSSES, PRESETS
-    from postrl.rewards import REWARDS
+    from postrl.rewards import COMBINERS, PROCESS_REWARDS, REWARDS
     from postrl.rollout import ENGINES
     from postrl.samplers import SAMPLERS
+    from postrl.trainers.online_pairs import PAIR_RULES
 
     return {"advantage estimators": ADVANTAGES, "policy losses": POLICY_LOSSES, "samplers": SAMPLERS,
-            "rewards": REWARDS, "rollout engines": ENGINES, "presets": PRESETS}
+            "rewards": REWARDS, "process rewards": PROCESS_REWARDS, "reward combiners": COMBINERS,
+            "rollout engines": ENGINES, "presets": PRESETS,
+            "pair rules (postrl online)": PAIR_RULES}
 
 
 def catalog() -> dict[str, list[dict]]:

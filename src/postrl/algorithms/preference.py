@@ -45,6 +45,13 @@ class PrefInputs:
     scores: torch.Tensor | None = None  # [B, K] labels of the listwise responses
     margins: torch.Tensor | None = None  # needs "margins" (MODPO): r(x, y_w) - r(x, y_l) of another objective [B]
     rationale_logps: torch.Tensor | None = None  # needs "rationales": log pi_theta(r | x, y_w, y_l), with gradient [B]
+    # online / self-play losses (preference_online.py), all [B] and without gradient unless said
+    chosen_win_prob: torch.Tensor | None = None  # needs "win_prob": judge P(chosen beats rejected | x)
+    chosen_win_rate: torch.Tensor | None = None  # needs "win_rates": P^(y_w beats pi_t), mean over its group
+    rejected_win_rate: torch.Tensor | None = None  # the same for y_l
+    ref_sample_logps: torch.Tensor | None = None  # needs "reference_sample": log pi_theta of a pi_ref sample, with gradient
+    chosen_prev_logps: torch.Tensor | None = None  # needs "previous_iterate"/"prox_opponent": log pi_t(y_w | x)
+    rejected_prev_logps: torch.Tensor | None = None  # log pi_t(y_l | x)
 
 
 def require(inp: PrefInputs, loss: str, *names: str) -> None:

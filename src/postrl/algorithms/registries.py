@@ -20,7 +20,10 @@ that row's prompt); synchronous rollouts only, distributed.max_off_policy_steps 
 resolved `threshold`, `cutpoint_interval` and `max_segments`, samples `mc_samples` continuations
 of each prefix with the rollout engine, scores them with the configured reward functions, and
 writes per-row lists to `batch.metadata["segment_cuts"]` (completion positions b) and
-`["segment_values"]` (V of the state prompt + completion[:b]); synchronous rollouts only)."""
+`["segment_values"]` (V of the state prompt + completion[:b]); synchronous rollouts only);
+"step_rewards" (the estimator assigns credit from process step rewards: `process_rewards` must be
+configured; the trainer fills `batch.step_rewards` and `batch.metadata["step_ends"]` and does not add
+the step-giving process rewards to `batch.token_rewards`, see trainers/process_scoring.py)."""
 
 POLICY_LOSSES = Registry("policy loss")
 """name -> fn(inputs: LossInputs, **hparams) -> LossOutput(per-token loss [B, T], metrics).
@@ -53,4 +56,15 @@ policy for its prompt; `kl_logps` is its policy log-prob WITH gradient, `kl_ref_
 log-prob), "margins" (MODPO: `margins` [B], the other objective's reward of the chosen minus that of
 the rejected response, e.g. a dataset column or a frozen reward model's scores), "rationales" (the
 rows carry a rationale r; `rationale_logps` [B] = log pi_theta(r | x, y_w, y_l) summed over its
-tokens, with gradient)."""
+tokens, with gradient). Online / self-play words (`preference_online.py`; the full procedure is in
+docs/online_preference.md): "win_prob" (`chosen_win_prob` [B], the judge's P(chosen beats
+rejected)), "win_rates" (K >= 2 policy samples per prompt, every pair judged; `chosen_win_rate` /
+`rejected_win_rate` [B] = mean P(y beats y_j) over the other samples, chosen/rejected the highest
+and lowest), "reference_sample" (the pair is one policy and one reference sample, judge-ordered;
+`ref_sample_logps` [B] = the policy log-prob of the reference sample, WITH gradient),
+"mixture_opponent" (`chosen_*` is the policy's own sample y, `rejected_*` an opponent sampled from
+pi^(1-m) pi_ref^m by `rollout/mixture.py`, m the entry's `mixture_coef`; not reordered by the judge),
+"previous_iterate" (`chosen_prev_logps` / `rejected_prev_logps` [B] under a frozen policy snapshot
+pi_t, refreshed every `iteration_steps` optimizer steps), "prox_opponent" (Nash-MP: chosen is the own
+sample, the opponent is the anchor pi_k for `prox_steps` steps then the half-step snapshot for
+`prox_steps` steps, after which the anchor moves to the policy; `chosen_prev_logps` under pi_k)."""

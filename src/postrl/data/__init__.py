@@ -21,6 +21,8 @@ from postrl.data.loading import (
 )
 from postrl.data.tasks import TASKS, arithmetic, countdown
 from postrl.data import preference_tasks  # noqa: F401  (registers the arithmetic_* preference tasks)
+from postrl.data import code_tasks, prlcoder  # noqa: F401  (task:python_functions, task:code_line_labels)
+from postrl.data import step_tasks  # noqa: F401  (registers arithmetic_steps, step-labelled data)
 from postrl.data.preference import PreferenceRow, load_preference_rows
 
 __all__ = [

@@ -6,6 +6,7 @@ Each task takes the arithmetic task's problems (same levels, same hash-based tra
   arithmetic_verbose_pairs  chosen = the bare result, rejected = the same result in a sentence
   arithmetic_unpaired       one completion per problem, correct (label true) or wrong (false)
   arithmetic_ranked         the correct result and wrong ones, scored by -|value - result|
+  arithmetic_rationale_pairs  arithmetic_pairs plus a `rationale` column: "12+34=46; 47 is off by 1"
 Wrong results are deterministic perturbations of the right one (off by 1, 2, 10 or 11 up or
 down, picked by a stable hash of the problem), so every run builds the same data. Rows keep the
 arithmetic task's `answer` and `level` columns, so the greedy accuracy of the policy can be
@@ -34,11 +35,30 @@ def _problems(split: str, level, seed: int, test_fraction: float, limit: int | N
 @TASKS.register("arithmetic_pairs", paper="built-in synthetic preference data",
                 summary="arithmetic prompts; chosen = the correct result, rejected = a perturbed wrong one")
 def arithmetic_pairs(split: str, *, level: int | list[int] = 2, seed: int = 0, test_fraction: float = 0.1,
-                     limit: int | None = None) -> list[dict]:
+                     limit: int | None = None, margin: bool = False) -> list[dict]:
     """Paired rows `{prompt, chosen, rejected, answer, level}`: "12+34=" -> chosen "46", rejected
-    e.g. "47" or "36"."""
-    return [{**r, "chosen": r["answer"], "rejected": _wrong(r["prompt"][-1]["content"], r["answer"])}
-            for r in _problems(split, level, seed, test_fraction, limit)]
+    e.g. "47" or "36". `margin=True` adds a `margin` column, the gap of the closeness reward
+    r(v) = -|v - result| between chosen and rejected: |rejected - result|, 1 or 2 for a last-digit
+    slip (hard to tell apart), 10 or 11 for a carry slip (easy); MPO splits pairs on it."""
+    out = []
+    for r in _problems(split, level, seed, test_fraction, limit):
+        wrong = _wrong(r["prompt"][-1]["content"], r["answer"])
+        out.append({**r, "chosen": r["answer"], "rejected": wrong,
+                    **({"margin": float(abs(int(wrong) - int(r["answer"])))} if margin else {})})
+    return out
+
+
+@TASKS.register("arithmetic_rationale_pairs", paper="built-in synthetic preference data",
+                summary="arithmetic_pairs with a rationale column explaining why the chosen result wins")
+def arithmetic_rationale_pairs(split: str, *, level: int | list[int] = 2, seed: int = 0, test_fraction: float = 0.1,
+                               limit: int | None = None) -> list[dict]:
+    """`arithmetic_pairs` rows plus `rationale`: the worked result and how far off the rejected one
+    is, "12+34=" -> chosen "46", rejected "47", rationale "12+34=46; 47 is off by 1"."""
+    out = []
+    for r in arithmetic_pairs(split, level=level, seed=seed, test_fraction=test_fraction, limit=limit):
+        off = abs(int(r["rejected"]) - int(r["answer"]))
+        out.append({**r, "rationale": f"{r['prompt'][-1]['content']}{r['answer']}; {r['rejected']} is off by {off}"})
+    return out
 
 
 @TASKS.register("arithmetic_verbose_pairs", paper="built-in synthetic preference data",

@@ -144,7 +144,7 @@ class RewardSet:
             raise ValueError("RewardSet needs at least one reward function")
         self.fns = [load_reward_fn(s.name, s.kwargs) for s in specs]
         self.weights = [float(s.weight) for s in specs]
-        self.names = _unique([s.name.rsplit(":", 1)[-1] for s in specs])
+        self.names = display_names(specs)
         """Display names for metrics: the function name of `module:fn`, repeats as name, name_2."""
         self._hparams = [_keyword_only(fn) for fn in self.fns]
 
@@ -166,6 +166,11 @@ class RewardSet:
             per_function[name] = r
             total += weight * torch.nan_to_num(r, nan=0.0)
         return RewardResult(total=total, per_function=per_function)
+
+
+def display_names(specs: Sequence[Any]) -> list[str]:
+    """The name each reward is shown (and referred to) by: `fn` of `module:fn`, repeats as fn, fn_2."""
+    return _unique([s.name.rsplit(":", 1)[-1] for s in specs])
 
 
 def _unique(names: list[str]) -> list[str]:

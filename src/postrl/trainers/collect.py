@@ -10,6 +10,8 @@ advantages. In order, and each only when configured (the plain loop pays for non
 3. group filtering and refill (a sampler with `filters_groups`, e.g. DAPO's dynamic sampling):
    rejected groups are dropped and the missing ones drawn, generated and scored, for at most
    `sampler.max_rounds` rounds; logs `dynamic_sampling/{rounds,kept_groups,generated_groups}`;
+3b. reward shaping (`rewards/shaping.py`: per-reward normalize/clip, `reward_combine`) of the final
+   batch, which becomes `batch.rewards` (the raw per-function values stay in the result);
 4. behaviour log-probs of injected rows: the learner's current log-probs (one no-grad forward
    over those rows), so their importance ratio is defined;
 5. overlong filtering (`algorithm.mask_truncated`, DAPO): loss_mask 0 on truncated completions;
@@ -46,7 +48,7 @@ class Scored:
         return [total[self.batch.group_ids == g].tolist() for g in range(len(self.idx))]
 
 
-def collect(p, idx: list[int], batch: RolloutBatch, seed: int):
+def collect(p, idx: list[int], batch: RolloutBatch, seed: int, step: int = 0):
     """Score the step's batch and apply the configured loop features; returns
     (idx, batch with rewards, RewardResult, metrics). `seed` is the step's sampling seed."""
     cfg, metrics = p.cfg, {}
@@ -61,14 +63,22 @@ def collect(p, idx: list[int], batch: RolloutBatch, seed: int):
         scored, info = refill(scored, more, p.sampler.keep, cfg.train.prompts_per_step, p.sampler.max_rounds)
         metrics.update(info)
     idx, batch, result = scored.idx, scored.batch, scored.result
+    if p.shaper is not None:
+        result, shaping_metrics = p.shaper(result, batch, step)
+        metrics.update(shaping_metrics)
     batch.rewards = result.total
     if cfg.rollout.inject_reference is not None:
         metrics.update(reference_behavior_logprobs(p.learner, batch))
     if cfg.algorithm.mask_truncated:
         mask_truncated(batch)
     if "greedy_rewards" in ADVANTAGES.get(cfg.algorithm.advantage).needs:
-        metrics.update(greedy_baseline(p, idx, batch))
+        metrics.update(greedy_baseline(p, idx, batch, step))
     return idx, batch, result, metrics
+
+
+def per_sample_total(p, result: RewardResult, step: int) -> torch.Tensor:
+    """The reward of rows scored outside the training batch, shaped as the batch's were."""
+    return p.shaper.per_sample(result, step).total if p.shaper is not None else result.total
 
 
 def score(p, idx: list[int], batch: RolloutBatch) -> Scored:
@@ -166,10 +176,10 @@ def mask_truncated(batch: RolloutBatch) -> None:
     batch.loss_mask = batch.loss_mask * (~cut).to(batch.loss_mask.dtype)[:, None]
 
 
-def greedy_baseline(p, idx: list[int], batch: RolloutBatch) -> dict[str, float]:
+def greedy_baseline(p, idx: list[int], batch: RolloutBatch, step: int = 0) -> dict[str, float]:
     """ReMax's baseline: the reward of one greedy completion per prompt, per row of `batch`."""
     params = SamplingParams.from_config(p.cfg.rollout, greedy=True, n=1)
     greedy = p.rollouts.generate([p.train_ids[i] for i in idx], params, 0)
-    result = score_batch(greedy, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards)
-    batch.metadata["greedy_reward"] = result.total[batch.group_ids].tolist()
-    return {"reward/greedy_mean": float(result.total.mean())}
+    total = per_sample_total(p, score_batch(greedy, [p.train_rows[i] for i in idx], p.tokenizer, p.rewards), step)
+    batch.metadata["greedy_reward"] = total[batch.group_ids].tolist()
+    return {"reward/greedy_mean": float(total.mean())}

@@ -5,9 +5,13 @@
 
 No loss name appears here: what a loss needs comes from its registry entry ("reference" loads a
 reference model, for one pass before training, and never otherwise; "token_logps" adds per-token
-values; "kto_kl" adds the mismatched-pair reference point). Micro-batches accumulate gradients
-normalised by the whole batch, so accumulation equals one big batch. Data order comes from the
-`uniform` sampler, so a resumed run sees the same batches and ends with the same weights.
+values; "kto_kl" adds the mismatched-pair reference point; "online_kl" samples one response per
+example from the current policy each step and keeps the reference model loaded to score it,
+`pref_online.py`; "rationales" adds log pi(r | x, y_w, y_l), `pref_rationale.py`). `data.select`
+first keeps the easy or hard pairs by reward margin (MPO, `data/pair_select.py`). Micro-batches
+accumulate gradients normalised by the whole batch, so accumulation equals one big batch. Data
+order comes from the `uniform` sampler and online samples from a per-step seed, so a resumed run
+sees the same batches and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from postrl.algorithms import PREFERENCE_LOSSES
 from postrl.config import PrefConfig, RewardSpec, RolloutSection
 from postrl.data.chat import encode_prompts
+from postrl.data.pair_select import select_pairs
 from postrl.data.preference import load_preference_rows
 from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import build_optimizer, build_scheduler, logprob_fn, use_bf16
@@ -31,6 +36,8 @@ from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger
 from postrl.trainers import pref_batch as pb
 from postrl.trainers.pref_data import add_kl_pairs, encode_examples, fit_rows
+from postrl.trainers.pref_online import OnlineKL, step_seed
+from postrl.trainers.pref_rationale import attach_rationales, rationale_pairs
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import start_run
 
@@ -43,6 +50,9 @@ class Parts:
         entry = PREFERENCE_LOSSES.get(cfg.loss.name)
         self.loss_fn = functools.partial(entry.fn, **cfg.loss.kwargs)
         self.token_level, self.use_kl = "token_logps" in entry.needs, "kto_kl" in entry.needs
+        self.use_rationales = "rationales" in entry.needs
+        self.online: OnlineKL | None = None  # needs "online_kl": set by `train` before the checkpoint loads
+        self.step = 0
         self.logprob_fn = logprob_fn(cfg.train)
         self.pad = tokenizer.pad_token_id
         self.bf16 = use_bf16(cfg.train, device)
@@ -62,15 +72,25 @@ def load_data(p: Parts) -> dict[str, Any]:
     cfg, tok = p.cfg, p.tokenizer
     rows = load_preference_rows(cfg.data, cfg.data.split)
     held_out = load_preference_rows(cfg.data, cfg.data.eval_split)[:cfg.eval.limit]
+    select = {}
+    if cfg.data.select is not None:  # MPO: train on the easy (or hard) pairs only
+        rows, select = select_pairs(rows, cfg.data, cfg.run_dir, f"data.source={cfg.data.source}")
     rows, note = fit_rows(rows, cfg.loss.name, cfg.loss.kwargs, f"data.source={cfg.data.source}")
     margin = cfg.data.columns.margin if "margins" in PREFERENCE_LOSSES.get(cfg.loss.name).needs else None
     p.examples["train"], dropped = encode_examples(tok, rows, cfg.data, cfg.train.max_length, cfg.data.source,
                                                    margin)
+    if p.use_rationales:
+        p.examples["train"], more = attach_rationales(tok, rows, p.examples["train"], cfg.data, cfg.train.max_length,
+                                                      f"data.source={cfg.data.source}")
+        dropped += more
     p.examples["eval"] = []
     if held_out:
         eval_rows = fit_rows(held_out, cfg.loss.name, cfg.loss.kwargs, "the held-out data")[0]
         p.examples["eval"] = encode_examples(tok, eval_rows, cfg.data, cfg.train.max_length, "the held-out data",
                                              margin)[0]
+        if p.use_rationales:
+            p.examples["eval"] = attach_rationales(tok, eval_rows, p.examples["eval"], cfg.data, cfg.train.max_length,
+                                                   "the held-out data")[0]
     if p.use_kl and p.examples["train"][0].kind == "unpaired":
         for exs in p.examples.values():
             if exs:
@@ -84,7 +104,7 @@ def load_data(p: Parts) -> dict[str, Any]:
         by_index = {r.index: r for r in held_out}
         p.greedy_rows = [by_index[i] for i in kept]
     return {"train_examples": len(p.examples["train"]), "eval_examples": len(p.examples["eval"]),
-            "dropped_long": dropped, "data_note": note}
+            "dropped_long": dropped, "data_note": note, **select}
 
 
 def reference_cache(p: Parts, console=None) -> dict[str, dict]:
@@ -96,8 +116,9 @@ def reference_cache(p: Parts, console=None) -> dict[str, dict]:
     if cached is not None:
         return cached
     t0 = time.perf_counter()
-    # the reference model lives only in this function: training reads the cache
-    ref = load_reference(cfg.model, p.model, p.tokenizer, p.device)  # None under LoRA: the adapter-free policy
+    # the reference model lives only in this function (training reads the cache), unless the
+    # online samples keep one loaded anyway
+    ref = p.online.ref if p.online is not None else load_reference(cfg.model, p.model, p.tokenizer, p.device)
     model = ref if ref is not None else p.model
     out = {}
     with reference_context(p.model, ref), torch.autocast(p.device.type, dtype=torch.bfloat16, enabled=p.bf16):
@@ -119,9 +140,33 @@ def kl_point(p: Parts, exs, idx, split: str):
     return pol, (p.ref[split]["kl"][idx].to(pol.device) if p.ref is not None else None)
 
 
+def online_batch(p: Parts, exs, seed: int):
+    """(pairs of prompt and a response sampled from the current policy, their reference log-probs)
+    for `exs`, or None when the loss needs no online samples. Sampled for the whole batch at once,
+    before any micro-batch updates anything."""
+    if p.online is None:
+        return None
+    mb = p.cfg.train.micro_batch_size
+    pairs = [(ex.prompt_ids, y) for ex, y in zip(exs, p.online.sample(exs, seed))]
+    return pairs, torch.cat([p.online.reference_logps(p, pairs[i:i + mb]) for i in range(0, len(pairs), mb)])
+
+
+def extra_logps(p: Parts, part, online, lo: int):
+    """For micro-batch `part` (rows lo.. of the batch): the online pair's (policy, reference) log-probs
+    ("online_kl", policy with gradient) and log pi(r | x, y_w, y_l) of the rationales ("rationales")."""
+    kl = None
+    if online is not None:
+        pairs, ref = online
+        pol = p.logps(part, pairs[lo:lo + len(part)]).sums
+        kl = (pol, ref[lo:lo + len(part)].to(pol.device))
+    rationale = p.logps(part, rationale_pairs(part)).sums if p.use_rationales else None
+    return kl, rationale
+
+
 def train_step(p: Parts, idx: list[int]) -> dict[str, torch.Tensor]:
     exs, B, mb = [p.examples["train"][i] for i in idx], len(idx), p.cfg.train.micro_batch_size
     ref = p.ref["train"] if p.ref is not None else None
+    online = online_batch(p, exs, step_seed(p.cfg.seed, p.step))
     point = None
     if p.use_kl and exs[0].kl_response is not None:
         # the whole batch's estimate, given to every micro-batch (as row means, so any mean over a
@@ -133,7 +178,8 @@ def train_step(p: Parts, idx: list[int]) -> dict[str, torch.Tensor]:
         part, part_idx = exs[i:i + mb], idx[i:i + mb]
         out = p.logps(part)
         kl = tuple(None if x is None else x.expand(len(part)) for x in point) if point is not None else None
-        inp = pb.build_inputs(part, out, ref, part_idx, p.token_level, kl)
+        online_kl, rationale = extra_logps(p, part, online, i)
+        inp = pb.build_inputs(part, out, ref, part_idx, p.token_level, online_kl or kl, rationale)
         res = p.loss_fn(inp)
         loss = res.loss.float().sum() / B
         loss.backward()
@@ -150,11 +196,13 @@ def evaluate_pairs(p: Parts) -> dict[str, float]:
     """Held-out loss and pair statistics (`pref_batch.pair_stats`), means over the eval examples."""
     exs, mb = p.examples["eval"], p.cfg.train.micro_batch_size
     ref = p.ref["eval"] if p.ref is not None else None
+    online = online_batch(p, exs, step_seed(p.cfg.seed + 1, p.step))
     sums: dict[str, float] = {}
     for i in range(0, len(exs), mb):
         part, idx = exs[i:i + mb], list(range(i, min(i + mb, len(exs))))
         kl = kl_point(p, part, idx, "eval") if p.use_kl and part[0].kl_response is not None else None
-        inp = pb.build_inputs(part, p.logps(part), ref, idx, p.token_level, kl)
+        online_kl, rationale = extra_logps(p, part, online, i)
+        inp = pb.build_inputs(part, p.logps(part), ref, idx, p.token_level, online_kl or kl, rationale)
         stats = {"loss": p.loss_fn(inp).loss.float(), **pb.pair_stats(inp)}
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + float(v.float().sum())
@@ -166,6 +214,7 @@ def run_eval(p: Parts, step: int) -> dict[str, float]:
     from postrl.rollout.engines import build_engine
     from postrl.trainers.evaluate import evaluate
 
+    p.step = step  # seeds the held-out online samples
     out: dict[str, float] = evaluate_pairs(p) if p.examples["eval"] else {}
     if p.greedy_rows:
         engine = build_engine(RolloutSection(), p.model, p.tokenizer)
@@ -191,7 +240,10 @@ def train(cfg: PrefConfig, *, resume: bool = False, console=None) -> dict[str, A
     facts = load_data(p)
     if facts["data_note"] and console is not None:
         console.print(facts["data_note"])
-    if "reference" in PREFERENCE_LOSSES.get(cfg.loss.name).needs:
+    needs = PREFERENCE_LOSSES.get(cfg.loss.name).needs
+    if "online_kl" in needs:  # keeps a reference model loaded; built before the checkpoint: it is the start
+        p.online = OnlineKL(p)
+    if "reference" in needs:
         p.ref = reference_cache(p, console)  # before the checkpoint is loaded: the reference is the start
     n_train = len(p.examples["train"])
     steps = cfg.train.steps or math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size)
@@ -216,6 +268,7 @@ def train(cfg: PrefConfig, *, resume: bool = False, console=None) -> dict[str, A
         for step in range(start, steps):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
+            p.step = step  # seeds this step's online samples
             metrics = {k: float(v) for k, v in train_step(p, sampler.next(cfg.train.batch_size)).items()}
             norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), cfg.train.max_grad_norm or float("inf"))
             if torch.isfinite(norm):

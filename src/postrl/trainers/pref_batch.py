@@ -107,12 +107,14 @@ def save_cache(run_dir: Path, key: str, splits: dict) -> None:
 
 # ----------------------------------------------------------------------------------- loss inputs
 def build_inputs(examples: list[PrefExample], out: SeqLogps, ref: dict | None, idx: list[int],
-                 token_level: bool, kl: tuple[torch.Tensor, torch.Tensor] | None = None) -> PrefInputs:
+                 token_level: bool, kl: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 rationale: torch.Tensor | None = None) -> PrefInputs:
     """PrefInputs for `examples` (rows `idx` of the split whose reference cache is `ref`).
 
     `out` holds the policy's log-probs of the examples' responses in order. Ranked examples fill
     `list_*` [B, K] (-inf where an example has fewer than K responses) and `chosen_*` with their
-    best-scored response. `kl`: (policy, reference) log-probs of the KTO pairs, one per example.
+    best-scored response. `kl`: (policy, reference) log-probs, one per example, of the KTO pairs
+    ("kto_kl") or of responses sampled online ("online_kl"). `rationale`: log pi(r | x, y_w, y_l) [B].
     """
     kind, dev = examples[0].kind, out.sums.device
     starts = torch.tensor([0] + [len(e.responses) for e in examples[:-1]]).cumsum(0).to(dev)
@@ -158,8 +160,10 @@ def build_inputs(examples: list[PrefExample], out: SeqLogps, ref: dict | None, i
                                                             out.tokens.shape[1], dev)
     if kind == "unpaired":
         f["labels"] = torch.tensor([float(e.label) for e in examples], device=dev)
-        if kl is not None:
-            f["kl_logps"], f["kl_ref_logps"] = kl
+    if kl is not None:
+        f["kl_logps"], f["kl_ref_logps"] = kl
+    if rationale is not None:
+        f["rationale_logps"] = rationale
     return PrefInputs(**f)
 
 

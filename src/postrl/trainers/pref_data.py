@@ -44,9 +44,11 @@ class PrefExample:
     margin: float | None = None
     """needs "margins": another objective's reward margin of the pair (the `data.columns.margin` column)."""
     index: int = 0
+    rationale: tuple[list[int], list[int]] | None = None
+    """needs "rationales": (context ids: prompt + both responses, rationale ids + EOS); `pref_rationale.py`."""
 
 
-SUPPORTED_NEEDS = ("reference", "token_logps", "kto_kl", "margins")
+SUPPORTED_NEEDS = ("reference", "token_logps", "kto_kl", "margins", "online_kl", "rationales")
 """The preference-loss needs `postrl pref` provides (registries.PREFERENCE_LOSSES lists them all)."""
 
 

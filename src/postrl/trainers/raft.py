@@ -13,16 +13,22 @@ Each round r = 1..R:
      "Beyond Human Data: Scaling Self-Training for Problem-Solving with Language Models",
      Singh et al., arXiv 2312.06585, and "Reinforced Self-Training (ReST) for Language Modeling",
      Gulcehre et al., arXiv 2308.08998 (Grow: sample; Improve: filter by a reward threshold, then
-     fine-tune); STaR (Zelikman et al., arXiv 2203.14465) keeps correct rationales the same way
-     (without its rationalisation step, which this loop does not do);
+     fine-tune); STaR (Zelikman et al., arXiv 2203.14465) keeps correct rationales the same way,
+     and with `raft.rationalize` also retries the failed prompts with the answer as a hint
+     (`trainers/star.py`: trained after the hint-free prompt);
 5. SFT the policy on the kept (prompt, completion) *token ids the engine sampled* (no text is
    re-tokenised; the loss is on completion tokens only, EOS included) for
    `train.sft_steps_per_round` steps, with `trainers/sft.py`'s collate and loss;
 6. log kept fraction, mean sample reward, greedy accuracy on held-out prompts; checkpoint.
 
-Deviations: RAFT and ReST-EM restart fine-tuning from the base model every round (ReST-EM) or
-keep training (RAFT); this loop keeps training the current policy with one optimizer and one
-learning-rate schedule over all rounds, so `--resume` continues a run exactly.
+`raft.auto_config: b_star` chooses each round's temperature and threshold first, by B-STaR's
+balance score on a probe of training prompts (`trainers/b_star.py`); the choice is logged
+(`b_star/*`) and kept in the checkpoint's state.
+
+Training continues from the current policy with one optimizer and one learning-rate schedule over
+all rounds (RAFT); `raft.restart_from_base` instead starts every round's SFT from the initial
+weights with a fresh optimizer and schedule (STaR, ReST-EM; a round that keeps nothing then
+leaves the initial weights). Either way `--resume` is exact.
 Edge cases: a prompt with no completion at or above the threshold contributes nothing; a round
 that keeps nothing skips its SFT steps (the optimizer and schedule do not advance) but still
 checkpoints. Rewards that are NaN never pass the threshold.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -45,6 +52,7 @@ from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams, build_engine
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
+from postrl.trainers import b_star, star
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.rl import encode_train_and_eval
@@ -70,12 +78,18 @@ def select_completions(rewards_B: torch.Tensor, group_ids_B: torch.Tensor, *, ke
     return sorted(kept)
 
 
-def sft_examples(batch: RolloutBatch, rows: list[int]) -> list[tuple[list[int], list[int]]]:
-    """(input ids, completion mask) of the given rows: the prompt's real tokens then the sampled ones."""
+def sft_examples(batch: RolloutBatch, rows: list[int],
+                 prompts: list[list[int]] | None = None) -> list[tuple[list[int], list[int]]]:
+    """(input ids, completion mask) of the given rows: the prompt's real tokens then the sampled ones.
+    `prompts[g]`: the prompt to train group g's completions after instead of the one they were
+    sampled after (STaR rationalisation samples after a hinted prompt, trains after the plain one)."""
     completions = completion_token_lists(batch)
     out = []
     for i in rows:
-        prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()].tolist()
+        if prompts is not None:
+            prompt = list(prompts[int(batch.group_ids[i])])
+        else:
+            prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()].tolist()
         out.append((prompt + completions[i], [0] * len(prompt) + [1] * len(completions[i])))
     return out
 
@@ -122,6 +136,9 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
     sampler = SAMPLERS["uniform"](len(train_rows), cfg.seed)
     bf16 = use_bf16(cfg.train, device)
     params = SamplingParams.from_config(cfg.rollout)
+    loop = cfg.raft
+    # the initial weights, before any checkpoint is loaded (a copy only when rounds restart from them)
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()} if loop.restart_from_base else None
 
     def accuracy(r: int) -> float:
         out = evaluate(engine, tokenizer, eval_rows, eval_ids, rewards,
@@ -131,7 +148,7 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
             f.write(json.dumps({"step": r, **out}) + "\n")
         return out["accuracy"]
 
-    state: dict[str, Any] = {"round": 0, "accuracy_before": None, "seconds": 0.0}
+    state: dict[str, Any] = {"round": 0, "accuracy_before": None, "seconds": 0.0, "b_star": []}
     if ckpt is not None:
         state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
         sampler.load_state_dict(state["sampler"])
@@ -145,11 +162,31 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
     with progress_bar(console, cfg.logging.progress, "RAFT", cfg.raft.rounds, start) as advance:
         for r in range(start, cfg.raft.rounds):
             t0 = time.perf_counter()
-            idx = sampler.next(cfg.raft.prompts_per_round)
-            batch = engine.generate([train_ids[i] for i in idx], params, seed=_round_seed(cfg.seed, r))
-            result = score_batch(batch, [train_rows[i] for i in idx], tokenizer, rewards)
-            kept = select_completions(result.total, batch.group_ids, keep=cfg.raft.keep, threshold=cfg.raft.threshold)
+            round_params, threshold, extra = params, loop.threshold, {}
+            if loop.auto_config == "b_star":
+                round_params, threshold, extra = _b_star_round(cfg, r, engine, tokenizer, rewards, train_rows,
+                                                               train_ids, params)
+                state["b_star"].append({"round": r + 1, **extra})
+            idx = sampler.next(loop.prompts_per_round)
+            rows, ids = [train_rows[i] for i in idx], [train_ids[i] for i in idx]
+            batch = engine.generate(ids, round_params, seed=_round_seed(cfg.seed, r))
+            result = score_batch(batch, rows, tokenizer, rewards)
+            kept = select_completions(result.total, batch.group_ids, keep=loop.keep, threshold=threshold)
             examples = sft_examples(batch, kept)
+            if loop.rationalize:
+                solved = {int(batch.group_ids[i]) for i in kept}
+                star_out = star.rationalize(engine, tokenizer, rewards, rows, ids,
+                                            [g for g in range(len(idx)) if g not in solved], round_params,
+                                            data_cfg=cfg.data, template=loop.hint_template, keep=loop.keep,
+                                            threshold=threshold, seed=_round_seed(cfg.seed + 2, r))
+                examples += star_out.examples
+                extra.update({"star/failed_prompts": star_out.failed / len(idx),
+                              "star/rationalized_prompts": star_out.solved / max(star_out.failed, 1),
+                              "star/kept": len(star_out.examples)})
+            if base is not None:  # STaR / ReST-EM: fine-tune the initial model on this round's set
+                model.load_state_dict(base)
+                optimizer = build_optimizer(model, cfg.train)
+                scheduler = build_scheduler(optimizer, cfg.train, cfg.train.sft_steps_per_round)
             t_gen = time.perf_counter() - t0
             losses = sft_steps(model, optimizer, scheduler, examples, cfg, pad_id=tokenizer.pad_token_id,
                                device=device, bf16=bf16, seed=_round_seed(cfg.seed, r)) if examples else []
@@ -158,7 +195,7 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
                        "prompts_with_kept": len({int(batch.group_ids[i]) for i in kept}) / len(idx),
                        "reward/mean": float(result.total.mean()), "sft/loss": sum(losses) / max(len(losses), 1),
                        "sft/steps": len(losses), "lr": scheduler.get_last_lr()[0],
-                       "time/rollout": t_gen, "time/sft": time.perf_counter() - t0 - t_gen}
+                       "time/rollout": t_gen, "time/sft": time.perf_counter() - t0 - t_gen, **extra}
             if eval_rows:
                 metrics["eval/accuracy"] = accuracy(done)
             state["seconds"] += time.perf_counter() - t0
@@ -175,8 +212,24 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
                "total_seconds": round(time.perf_counter() - t_start, 3),
                "accuracy_before": state["accuracy_before"], "accuracy_after": metrics.get("eval/accuracy"),
                "model_dir": str(final_dir), **{f"last/{k}": v for k, v in metrics.items()}}
+    if state["b_star"]:
+        summary["b_star"] = state["b_star"]  # the configuration every round used
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _b_star_round(cfg: RaftConfig, r: int, engine, tokenizer, rewards, train_rows, train_ids,
+                  params: SamplingParams) -> tuple[SamplingParams, float, dict[str, float]]:
+    """This round's sampling parameters and threshold, chosen by B-STaR on a probe of training prompts."""
+    b = cfg.raft.b_star
+    probe = b_star.probe_indices(len(train_rows), b.probe_prompts, _round_seed(cfg.seed + 3, r))
+    choice = b_star.choose(engine, tokenizer, rewards, [train_rows[i] for i in probe], [train_ids[i] for i in probe],
+                           params, temperatures=b.temperatures, thresholds=b.thresholds or [cfg.raft.threshold],
+                           keep=cfg.raft.keep, n_star=b.n_star, success_threshold=cfg.eval.success_threshold,
+                           seed=_round_seed(cfg.seed + 4, r))
+    return (replace(params, temperature=choice.temperature), choice.threshold,
+            {"b_star/temperature": choice.temperature, "b_star/threshold": choice.threshold,
+             "b_star/balance": choice.balance})
 
 
 def _round_seed(seed: int, r: int) -> int:

@@ -32,8 +32,11 @@ from postrl.rollout.engines import SamplingParams, build_engine
 from postrl.rollout.pipeline import Replica, Rollouts, ShardedEngine
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
-from postrl.trainers.collect import collect
+from postrl.rewards.shaping import build_shaper
+from postrl.rewards.text_overlap import check_reward_columns
+from postrl.trainers.collect import collect, per_sample_total
 from postrl.trainers.evaluate import evaluate
+from postrl.trainers.process_scoring import add_process_rewards, add_token_rewards
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import seed_everything, start_run
 from postrl.trainers.scoring import primary_success, score_batch
@@ -57,6 +60,7 @@ class Parts:
     dp: DataParallel | None = None
     advantage_state: dict = field(default_factory=dict)  # estimators that need "state"; checkpointed
     critic: Any = None  # the value model (learner/critic.py) when the estimator needs "values"
+    shaper: Any = None  # rewards/shaping.py when rewards are normalised, clipped or combined; checkpointed
 
     @property
     def is_main(self) -> bool:
@@ -67,11 +71,13 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
     train_rows, train_ids, eval_rows, eval_ids = encode_train_and_eval(cfg, tokenizer)
+    check_reward_columns(cfg.rewards, train_rows)  # a missing references column fails before any sampling
     sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
     critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
     return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, LossSpec.from_config(cfg), rewards,
-                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic)
+                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic,
+                 shaper=build_shaper(cfg, learner, tokenizer))
 
 
 def _placement(cfg: RLConfig, tokenizer, device, dp):
@@ -155,23 +161,26 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
 
     # score, plus the configured loop features: reference injection, dynamic-sampling refill,
     # truncation mask, greedy baseline (trainers/collect.py)
-    idx, batch, result, loop_metrics = collect(p, idx, batch, _step_seed(cfg.seed, step))
+    idx, batch, result, loop_metrics = collect(p, idx, batch, _step_seed(cfg.seed, step), step)
     a = cfg.algorithm  # algorithm.kl_schedule: a pure function of the step, exact on resume
     p.spec.kl_coef = scheduled_kl_coef(a.kl_schedule, a.kl_coef_start, a.kl_coef, step,
                                        a.kl_schedule_steps or cfg.train.steps - 1)
     batch.prompt_index = torch.tensor(idx)[batch.group_ids]
+    estimator = ADVANTAGES.get(cfg.algorithm.advantage)
+    # process rewards (PRM, implicit PRM, RTO, ...): token and step rewards (trainers/process_scoring.py)
+    loop_metrics.update(add_process_rewards(batch, [p.train_rows[i] for i in idx], p.tokenizer, cfg.process_rewards,
+                                            consume_steps="step_rewards" in estimator.needs))
     if p.cfg.needs_reference:  # the reference runs once per batch
         batch.ref_logprobs = p.learner.logprobs(batch, reference=True)
     if p.spec.kl_in_reward:  # the sampling policy's own log-probs: no extra forward
         kl = kl_penalty(batch.behavior_logprobs, batch.ref_logprobs, p.spec.kl_estimator)
-        batch.token_rewards = -p.spec.kl_coef * kl * batch.loss_mask
-    estimator = ADVANTAGES.get(cfg.algorithm.advantage)
+        add_token_rewards(batch, -p.spec.kl_coef * kl * batch.loss_mask)  # adds to process rewards
     if p.critic is not None:  # the estimator needs "values"; it leaves the critic's targets in batch.returns
         batch.values, batch.last_values = p.critic.values(batch)
     if "mc_values" in estimator.needs:  # V of prefix states by extra rollouts (algorithms/segment_mc.py)
         rows = [p.train_rows[i] for i in idx]
         estimate_segment_values(batch, generate=p.rollouts.engine.generate,
-                                score=lambda b: score_batch(b, rows, p.tokenizer, p.rewards).total,
+                                score=lambda b: per_sample_total(p, score_batch(b, rows, p.tokenizer, p.rewards), step),
                                 params=SamplingParams.from_config(cfg.rollout), seed=_step_seed(cfg.seed, step),
                                 hparams={**estimator.defaults, **cfg.algorithm.advantage_kwargs})
     state = (p.advantage_state,) if "state" in estimator.needs else ()
@@ -187,6 +196,8 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
         metrics.update(p.critic.train_on_batch(batch, batch.returns, old_values, mask=batch.value_mask,
                                                epochs=cfg.train.epochs, mini_batches=cfg.train.mini_batches,
                                                seed=_step_seed(cfg.seed, step)))
+    if p.shaper is not None:  # e.g. GRPO-CARE's EMA reference follows the updated policy
+        metrics.update(p.shaper.after_update(p.learner, step))
     p.rollouts.sync()
     t_train = time.perf_counter() - t1
 
@@ -260,6 +271,8 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
             p.critic.load(ckpt / CRITIC_DIR)
         p.sampler.load_state_dict(state["sampler"])
         p.advantage_state.update(state.pop("advantage_state", {}))
+        if p.shaper is not None:
+            p.shaper.load_state_dict(state.pop("reward_shaping", {}), ckpt)
         saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
         if p.is_main:
             truncate_jsonl(run_dir / "eval.jsonl", state["step"])
@@ -299,11 +312,14 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
                 logger.log(done, metrics)
             advance(reward=metrics["reward/mean"], acc=metrics["accuracy"])
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
+                if p.shaper is not None:
+                    state["reward_shaping"] = p.shaper.state_dict()
                 state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,
                              pending={str(k): v for k, v in p.rollouts.pending().items()})
                 p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
                                           keep_last=cfg.checkpoint.keep_last,
-                                          extra_dirs={CRITIC_DIR: p.critic.save} if p.critic is not None else None)
+                                          extra_dirs={**({CRITIC_DIR: p.critic.save} if p.critic is not None else {}),
+                                                      **(p.shaper.extra_dirs() if p.shaper is not None else {})})
     if logger is not None:
         logger.close()
 
