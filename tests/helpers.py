@@ -1,7 +1,10 @@
-"""Shared test helpers: hand-built rollout batches and tiny configs."""
+"""Shared test helpers: hand-built rollout batches, tiny configs, killed-and-resumed runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from postrl.rollout.batch import RolloutBatch
@@ -39,3 +42,29 @@ def tiny_rl_config(tmp_path, **overrides):
            "eval": {"limit": 8, "before": False}, "checkpoint": {"every": 1, "keep_last": 2},
            "logging": {"progress": False}}
     return resolve(RLConfig, raw, overrides, source="test config")
+
+
+def kill_and_resume(monkeypatch, module, step: str, train, kill_at: int = 3) -> None:
+    """`train(resume=False)` killed at the `kill_at`-th call of `module.<step>`, then
+    `train(resume=True)` with the real step."""
+    real, calls = getattr(module, step), []
+
+    def killed(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == kill_at:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, step, killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(False)
+    monkeypatch.setattr(module, step, real)
+    train(True)
+
+
+def same_final_weights(run_a: Path, run_b: Path) -> bool:
+    """The two runs' `final` weights are identical, tensor by tensor."""
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(r / "final" / "model.safetensors")) for r in (run_a, run_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -389,12 +389,9 @@ class RLConfig(RunConfig):
         _in_registry(samplers.SAMPLERS, self.sampler.name, "sampler.name")
         samplers.SAMPLERS.check_kwargs(self.sampler.name, self.sampler.kwargs, "sampler.kwargs")
         _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
-        if not self.rewards:
-            raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
-        for i, r in enumerate(self.rewards):
+        _check_reward_specs(self.rewards)
+        for r in self.rewards:
             if ":" not in r.name:
-                _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
-                rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
                 if "max_new_tokens" in rewards.REWARDS.get(r.name).needs and r.kwargs.get("max_tokens") is None:
                     r.kwargs = {**r.kwargs, "max_tokens": self.rollout.max_new_tokens}
                 if "policy_tokenizer" in rewards.REWARDS.get(r.name).needs and not r.kwargs.get("policy_tokenizer"):
@@ -629,16 +626,9 @@ class PrefConfig(RunConfig):
     @model_validator(mode="after")
     def _check_loss(self):
         from postrl import algorithms
-
-        _in_registry(algorithms.PREFERENCE_LOSSES, self.loss.name, "loss.name")
-        algorithms.PREFERENCE_LOSSES.check_kwargs(self.loss.name, self.loss.kwargs, "loss.kwargs")
         from postrl.trainers.pref_data import SUPPORTED_NEEDS
 
-        missing = [n for n in algorithms.PREFERENCE_LOSSES.get(self.loss.name).needs if n not in SUPPORTED_NEEDS]
-        if missing:
-            raise ValueError(f"loss.name={self.loss.name!r} needs {', '.join(map(repr, missing))}, which offline "
-                             f"`postrl pref` does not provide (it provides {', '.join(SUPPORTED_NEEDS)}); "
-                             "choose another loss (docs/preference.md)")
+        _check_pref_loss(self.loss, SUPPORTED_NEEDS, "offline `postrl pref`")
         if ":" not in self.eval.reward:
             from postrl import rewards
 
@@ -721,12 +711,7 @@ class RMConfig(RunConfig):
 
     @model_validator(mode="after")
     def _check_rm(self):
-        m = self.model
-        if m.lora.enabled:
-            raise ValueError("model.lora.enabled: postrl rm trains the full reward model (LoRA is not supported "
-                             "for it); set model.lora.enabled: false")
-        if m.ref_model or m.reference_soup:
-            raise ValueError("model.ref_model / reference_soup: a reward model has no reference model; drop them")
+        _check_scalar_model(self.model, "postrl rm", "reward model")
         if self.data.select is not None:
             raise ValueError("data.select splits pairs for `postrl pref` (MPO); postrl rm trains on every pair: "
                              "drop it")
@@ -823,15 +808,17 @@ class RaftTrain(OptimSection):
 
 
 class RaftEval(Section):
+    """Greedy accuracy on held-out prompts after every round (`postrl online`: see `every`)."""
+
     limit: int | None = Field(500, ge=1)
-    """Held-out prompts (data.eval_split / data.eval_source) for greedy accuracy after every round."""
+    """Held-out prompts (data.eval_split / data.eval_source) for greedy accuracy."""
     max_new_tokens: int | None = None
     """None: rollout.max_new_tokens."""
     before: bool = True
-    """Also measure greedy accuracy before the first round."""
+    """Also measure greedy accuracy before training."""
     success_threshold: float = 1.0
     """A greedy answer counts as correct when the first reward function gives >= this (kept apart
-    from raft.threshold, which decides what is trained on)."""
+    from the threshold that decides what is trained on, e.g. raft.threshold)."""
 
 
 class RaftConfig(RunConfig):
@@ -853,15 +840,10 @@ class RaftConfig(RunConfig):
 
     @model_validator(mode="after")
     def _check_names(self):
-        from postrl import rewards, rollout
+        from postrl import rollout
 
         _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
-        if not self.rewards:
-            raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
-        for i, r in enumerate(self.rewards):
-            if ":" not in r.name:
-                _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
-                rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
+        _check_reward_specs(self.rewards)
         return self
 
 
@@ -938,6 +920,39 @@ def _check_value_credit(cfg: RLConfig) -> None:
     if "vocab_mean" in algorithms.POLICY_LOSSES.get(a.loss).needs and a.old_logprobs == "behavior":
         raise ValueError(f"algorithm.loss={a.loss!r} needs the old policy's vocabulary mean, which the rollout engine "
                          "does not return; set algorithm.old_logprobs to auto or recompute")
+
+
+def _check_reward_specs(specs: list[RewardSpec]) -> None:
+    """Some rewards are given, and each registry name (not `module:function`) and its kwargs are known."""
+    from postrl import rewards
+
+    if not specs:
+        raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
+    for i, r in enumerate(specs):
+        if ":" not in r.name:
+            _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
+            rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
+
+
+def _check_pref_loss(loss: PrefLoss, provided: tuple[str, ...], command: str) -> None:
+    """loss.name is a preference loss with valid kwargs, and `command` provides all its needs."""
+    from postrl.algorithms import PREFERENCE_LOSSES
+
+    _in_registry(PREFERENCE_LOSSES, loss.name, "loss.name")
+    PREFERENCE_LOSSES.check_kwargs(loss.name, loss.kwargs, "loss.kwargs")
+    missing = [n for n in PREFERENCE_LOSSES.get(loss.name).needs if n not in provided]
+    if missing:
+        raise ValueError(f"loss.name={loss.name!r} needs {', '.join(map(repr, missing))}, which {command} does not "
+                         f"provide (it provides {', '.join(provided)}); choose another loss (docs/preference.md)")
+
+
+def _check_scalar_model(m: ModelSection, command: str, what: str) -> None:
+    """Reward models (`postrl rm`, `postrl prm`) train every weight and read no reference model."""
+    if m.lora.enabled:
+        raise ValueError(f"model.lora.enabled: {command} trains the full {what} (LoRA is not supported for it); "
+                         "set model.lora.enabled: false")
+    if m.ref_model or m.reference_soup:
+        raise ValueError(f"model.ref_model / reference_soup: a {what} has no reference model; drop them")
 
 
 def _in_registry(registry, name: str, key: str) -> None:

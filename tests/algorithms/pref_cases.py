@@ -7,6 +7,13 @@ import torch
 from postrl.algorithms.preference import PrefInputs
 
 
+LOG2 = math.log(2.0)
+
+
+def close(x: torch.Tensor, expected, tol=1e-5):
+    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
+
+
 def softplus(x: float) -> float:
     """-log sigmoid(-x) = log(1 + e^x), the building block of the hand-computed values."""
     return math.log1p(math.exp(x))
@@ -48,10 +55,11 @@ def at_reference(seed: int = 0, B: int = 3) -> PrefInputs:
 
 
 def full_inputs(seed: int = 0, B: int = 3, T: int = 4, K: int = 3) -> PrefInputs:
-    """Every field of PrefInputs filled (paired, unpaired, listwise, token-level and extras).
+    """Every field of PrefInputs filled (paired, unpaired, listwise, token-level, online and extras).
 
-    Policy tensors (`chosen_logps`, token log-probs, `list_logps`, `kl_logps`, `rationale_logps`)
-    carry gradient; reference tensors, masks, lengths, labels, scores and margins do not.
+    Policy tensors (`chosen_logps`, token log-probs, `list_logps`, `kl_logps`, `rationale_logps`,
+    `ref_sample_logps`) carry gradient; reference tensors, masks, lengths, labels, scores, margins,
+    win probabilities / rates and previous-iterate log-probs do not.
     """
     g = torch.Generator().manual_seed(seed)
 
@@ -64,7 +72,7 @@ def full_inputs(seed: int = 0, B: int = 3, T: int = 4, K: int = 3) -> PrefInputs
     ctok_ref, rtok_ref = lp(B, T), lp(B, T)
     list_logps, list_ref = lp(B, K), lp(B, K)
     list_logps[0, -1] = list_ref[0, -1] = float("-inf")  # the first prompt has K - 1 responses
-    return PrefInputs(
+    inp = PrefInputs(
         chosen_logps=lp(B, grad=True), chosen_lengths=mask.sum(-1), rejected_logps=lp(B, grad=True),
         rejected_lengths=torch.full((B,), float(T)), chosen_ref_logps=lp(B), rejected_ref_logps=lp(B),
         chosen_token_logps=ctok, chosen_token_mask=mask, rejected_token_logps=rtok,
@@ -73,3 +81,9 @@ def full_inputs(seed: int = 0, B: int = 3, T: int = 4, K: int = 3) -> PrefInputs
         list_logps=list_logps.requires_grad_(True), list_ref_logps=list_ref,
         list_lengths=torch.full((B, K), float(T)), scores=torch.tensor([[2.0, 1.0, 0.0]] * B),
         margins=torch.randn(B, generator=g), rationale_logps=lp(B, grad=True))
+    o = torch.Generator().manual_seed(seed + 100)  # its own stream: the fields above do not move
+    inp.chosen_win_prob = torch.rand(B, generator=o)
+    inp.chosen_win_rate, inp.rejected_win_rate = torch.rand(B, generator=o), torch.rand(B, generator=o)
+    inp.ref_sample_logps = (-0.2 - 2 * torch.rand(B, generator=o)).requires_grad_(True)
+    inp.chosen_prev_logps, inp.rejected_prev_logps = -2 * torch.rand(B, generator=o), -2 * torch.rand(B, generator=o)
+    return inp

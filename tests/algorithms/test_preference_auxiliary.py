@@ -1,20 +1,12 @@
 """DPO with an auxiliary input (rationales, token guidance, margins, online KL): by hand and invariants."""
 
-import math
-
 import pytest
 import torch
 
 from postrl.algorithms.preference import PrefInputs, dpo
 from postrl.algorithms.preference_auxiliary import dpo_rationale, hypo, modpo, tgdpo
 
-from algorithms.pref_cases import at_reference, pair, sigmoid, softplus, t, two_pairs
-
-LOG2 = math.log(2.0)
-
-
-def _close(x: torch.Tensor, expected, tol=1e-5):
-    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
+from algorithms.pref_cases import LOG2, at_reference, close, pair, sigmoid, softplus, t, two_pairs
 
 
 # -------------------------------------------------------------------------------- dpo_rationale
@@ -22,14 +14,14 @@ def test_dpo_rationale_adds_the_rationale_nll():
     inp = two_pairs(rationale_logps=t([-4.0, -1.0], grad=True))
     out = dpo_rationale(inp, beta=1.0, gamma=0.1)
     # DPO: sp(-2) = 0.126928, sp(1) = 1.313262; plus -gamma log pi(r) = 0.4, 0.1
-    _close(out.loss, [softplus(-2) + 0.4, softplus(1) + 0.1])
+    close(out.loss, [softplus(-2) + 0.4, softplus(1) + 0.1])
     out.loss.sum().backward()
-    _close(inp.rationale_logps.grad, [-0.1, -0.1])  # the rationale's likelihood is raised with weight gamma
+    close(inp.rationale_logps.grad, [-0.1, -0.1])  # the rationale's likelihood is raised with weight gamma
 
 
 def test_dpo_rationale_with_gamma_zero_is_dpo_and_needs_the_rationale():
     inp = two_pairs(rationale_logps=t([-4.0, -1.0]))
-    _close(dpo_rationale(inp, beta=0.3, gamma=0.0).loss, dpo(inp, beta=0.3).loss.tolist())
+    close(dpo_rationale(inp, beta=0.3, gamma=0.0).loss, dpo(inp, beta=0.3).loss.tolist())
     with pytest.raises(ValueError, match="rationale_logps"):
         dpo_rationale(two_pairs())
 
@@ -53,44 +45,44 @@ def test_tgdpo_by_hand_weights_each_token_by_its_guidance_reward():
     out = tgdpo(inp, beta=1.0, alpha=0.5)
     # token rewards r_t = beta u_t; chosen weight 1 + 0.5 * 0.5 = 1.25 on t0 -> 1.25 * 0.5 = 0.625
     # rejected weight 1 - 0.5 * (-1) = 1.5 on t1 -> 1.5 * (-1) = -1.5; h = 0.625 + 1.5 = 2.125
-    _close(out.loss, [softplus(-2.125)])  # 0.112822
+    close(out.loss, [softplus(-2.125)])  # 0.112822
     out.loss.sum().backward()
     g = sigmoid(-2.125)  # the weights are detached: grad = -sigmoid(-h) * weight_t
-    _close(inp.chosen_token_logps.grad, [[-1.25 * g, -1.0 * g, 0.0]])  # the padded token gets nothing
-    _close(inp.rejected_token_logps.grad, [[1.0 * g, 1.5 * g, 1.0 * g]])
+    close(inp.chosen_token_logps.grad, [[-1.25 * g, -1.0 * g, 0.0]])  # the padded token gets nothing
+    close(inp.rejected_token_logps.grad, [[1.0 * g, 1.5 * g, 1.0 * g]])
 
 
 def test_tgdpo_without_guidance_is_dpo_on_the_token_sums():
     inp = _tg_case()
     # alpha = 0: h = 0.5 - (-1) = 1.5 = the DPO margin of the token sums
-    _close(tgdpo(inp, beta=1.0, alpha=0.0).loss, [softplus(-1.5)])
+    close(tgdpo(inp, beta=1.0, alpha=0.0).loss, [softplus(-1.5)])
 
 
 def test_tgdpo_at_the_reference_is_log_two():
     inp = _tg_inputs([-0.5, -1.0, 0.0], [-0.5, -1.0, 0.0], [1.0, 1.0, 0.0],
                      [-2.0, -0.1, -3.0], [-2.0, -0.1, -3.0], [1.0, 1.0, 1.0])
-    _close(tgdpo(inp, beta=0.1, alpha=0.5).loss, [LOG2])
+    close(tgdpo(inp, beta=0.1, alpha=0.5).loss, [LOG2])
 
 
 # ---------------------------------------------------------------------------------------- MODPO
 def test_modpo_by_hand():
     inp = two_pairs(margins=t([1.0, -2.0]))
     # w = 0.5, beta = 1: logits = (h - 0.5 m) / 0.5: (2 - 0.5) / 0.5 = 3; (-1 + 1) / 0.5 = 0
-    _close(modpo(inp, beta=1.0, weight=0.5).loss, [softplus(-3.0), LOG2])  # 0.048587, log 2
+    close(modpo(inp, beta=1.0, weight=0.5).loss, [softplus(-3.0), LOG2])  # 0.048587, log 2
 
 
 def test_modpo_reduces_to_dpo():
     inp = two_pairs(margins=t([1.0, -2.0]))
-    _close(modpo(inp, beta=0.2, weight=1.0).loss, dpo(inp, beta=0.2).loss.tolist())  # w = 1 ignores m
+    close(modpo(inp, beta=0.2, weight=1.0).loss, dpo(inp, beta=0.2).loss.tolist())  # w = 1 ignores m
     inp = two_pairs(margins=t([0.0, 0.0]))
-    _close(modpo(inp, beta=0.2, weight=0.5).loss, dpo(inp, beta=0.4).loss.tolist())  # m = 0: beta / w
+    close(modpo(inp, beta=0.2, weight=0.5).loss, dpo(inp, beta=0.4).loss.tolist())  # m = 0: beta / w
 
 
 def test_modpo_at_the_reference_is_the_margin_term_only():
     inp = at_reference(B=2)
     inp.margins = t([0.0, 3.0])
     # -log sigmoid(-(1 - w) m / w) with w = 0.75: m = 0 -> log 2; m = 3 -> sp(1)
-    _close(modpo(inp, weight=0.75).loss, [LOG2, softplus(1.0)])
+    close(modpo(inp, weight=0.75).loss, [LOG2, softplus(1.0)])
     with pytest.raises(ValueError, match="weight"):
         modpo(inp, weight=0.0)
 
@@ -101,22 +93,22 @@ def test_hypo_value_is_dpo_plus_lambda_kl_with_a_leave_one_out_reinforce_gradien
                kl_logps=t([-1.0, -2.0, -3.0], grad=True), kl_ref_logps=t([-2.0, -4.0, -9.0]))
     out = hypo(inp, beta=1.0, kl_coef=0.1)
     # k = [1, 2, 6]; DPO margins h = [2, -1, 0]
-    _close(out.loss, [softplus(-2) + 0.1, softplus(1) + 0.2, LOG2 + 0.6])
-    _close(out.metrics["hypo/kl"], 3.0)
+    close(out.loss, [softplus(-2) + 0.1, softplus(1) + 0.2, LOG2 + 0.6])
+    close(out.metrics["hypo/kl"], 3.0)
     out.loss.sum().backward()
     # baselines b_i = mean of the others: [(2 + 6)/2, (1 + 6)/2, (1 + 2)/2] = [4, 3.5, 1.5]
     # grad log pi(y~_i) gets lambda (k_i - b_i) = 0.1 * [-3, -1.5, 4.5]
-    _close(inp.kl_logps.grad, [-0.3, -0.15, 0.45])
+    close(inp.kl_logps.grad, [-0.3, -0.15, 0.45])
 
 
 def test_hypo_single_example_has_no_baseline_and_is_log_two_at_the_reference():
     inp = pair([-1.0], [-3.0], [-1.0], [-3.0], kl_logps=t([-2.0], grad=True), kl_ref_logps=t([-2.5]))
     out = hypo(inp, beta=0.1, kl_coef=0.5)
-    _close(out.loss, [LOG2 + 0.25])  # k = 0.5
+    close(out.loss, [LOG2 + 0.25])  # k = 0.5
     out.loss.sum().backward()
-    _close(inp.kl_logps.grad, [0.25])  # lambda * k
+    close(inp.kl_logps.grad, [0.25])  # lambda * k
     inp = pair([-1.0], [-3.0], [-1.0], [-3.0], kl_logps=t([-2.0]), kl_ref_logps=t([-2.0]))
-    _close(hypo(inp).loss, [LOG2])
+    close(hypo(inp).loss, [LOG2])
 
 
 def test_hypo_needs_the_online_samples():

@@ -7,13 +7,9 @@ import torch
 from postrl.algorithms.preference import PrefInputs, dpo
 from postrl.algorithms.preference_listwise import cpl, lipo
 
-from algorithms.pref_cases import pair, softplus, t
+from algorithms.pref_cases import close, pair, softplus, t
 
 INV_LOG2_3 = 1 / math.log2(3)  # 0.630930
-
-
-def _close(x: torch.Tensor, expected, tol=1e-5):
-    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
 
 
 def _ranked(logps, ref, scores):
@@ -32,9 +28,9 @@ def test_lipo_by_hand():
     inp = _ranked([[-1.0, -2.0, -3.0]], [[-2.0, -2.0, -2.0]], [[0.0, 2.0, 1.0]])
     out = lipo(inp, beta=1.0)
     expected = 3 * (1 - INV_LOG2_3) * softplus(1) + 2 * (INV_LOG2_3 - 0.5) * softplus(-1) + 0.5 * softplus(2)
-    _close(out.loss, [expected])  # 1.454066 + 0.082031 + 1.063464 = 2.599552
-    _close(out.metrics["rewards/accuracy"], 1 / 3)  # only (1, 2) is ordered right: s_1 = 0 > s_2 = -1
-    _close(out.metrics["lipo/pairs"], 3.0)
+    close(out.loss, [expected])  # 1.454066 + 0.082031 + 1.063464 = 2.599552
+    close(out.metrics["rewards/accuracy"], 1 / 3)  # only (1, 2) is ordered right: s_1 = 0 > s_2 = -1
+    close(out.metrics["lipo/pairs"], 3.0)
 
 
 def test_lipo_with_two_responses_is_a_constant_multiple_of_dpo():
@@ -42,29 +38,29 @@ def test_lipo_with_two_responses_is_a_constant_multiple_of_dpo():
     c, r, cr, rr = [-1.0, -3.0, -2.0], [-3.0, -1.0, -2.5], [-2.0, -2.0, -1.0], [-2.5, -2.0, -3.0]
     inp = _ranked([[a, b] for a, b in zip(c, r)], [[a, b] for a, b in zip(cr, rr)], [[1.0, 0.0]] * 3)
     out = lipo(inp, beta=0.3)
-    _close(out.loss, ((1 - INV_LOG2_3) * dpo(pair(c, r, cr, rr), beta=0.3).loss).tolist())
+    close(out.loss, ((1 - INV_LOG2_3) * dpo(pair(c, r, cr, rr), beta=0.3).loss).tolist())
     out.loss.sum().backward()
     d = pair(c, r, cr, rr)
     ((1 - INV_LOG2_3) * dpo(d, beta=0.3).loss).sum().backward()
-    _close(inp.list_logps.grad[:, 0], d.chosen_logps.grad.tolist())  # Delta carries no gradient
-    _close(inp.list_logps.grad[:, 1], d.rejected_logps.grad.tolist())
+    close(inp.list_logps.grad[:, 0], d.chosen_logps.grad.tolist())  # Delta carries no gradient
+    close(inp.list_logps.grad[:, 1], d.rejected_logps.grad.tolist())
 
 
 def test_lipo_ignores_absent_responses_and_ties():
     full = _ranked([[-1.0, -2.0]], [[-2.0, -1.5]], [[1.0, 0.0]])
     padded = _ranked([[-1.0, -2.0, float("-inf")]], [[-2.0, -1.5, float("-inf")]], [[1.0, 0.0, float("-inf")]])
     out = lipo(padded, beta=0.5)
-    _close(out.loss, lipo(full, beta=0.5).loss.tolist())
+    close(out.loss, lipo(full, beta=0.5).loss.tolist())
     out.loss.sum().backward()
     assert torch.isfinite(padded.list_logps.grad).all() and padded.list_logps.grad[0, 2] == 0
     tied = _ranked([[-1.0, -2.0, -3.0]], [[-2.0, -1.5, -1.0]], [[0.5, 0.5, 0.5]])
-    _close(lipo(tied).loss, [0.0])  # no ordered pair
+    close(lipo(tied).loss, [0.0])  # no ordered pair
 
 
 def test_lipo_at_the_reference_is_weighted_log_two():
     # s = 0 for all: ranks by position, Delta(1, 2) = (2^1 - 1) * (1 - 0.630930); each pair costs log 2
     inp = _ranked([[-1.0, -4.0]], [[-1.0, -4.0]], [[1.0, 0.0]])
-    _close(lipo(inp).loss, [(1 - INV_LOG2_3) * math.log(2.0)])
+    close(lipo(inp).loss, [(1 - INV_LOG2_3) * math.log(2.0)])
 
 
 # ------------------------------------------------------------------------------------------ CPL
@@ -80,21 +76,21 @@ def test_cpl_by_hand_with_discount_and_bias():
     out = cpl(inp, alpha=1.0, bias=0.5, gamma=0.5)
     # A_w = -1 + 0.5 * -2 = -2; A_l = -0.5 + 0.5 * -3 = -2 (third token masked)
     # l = -log sigmoid(A_w - 0.5 A_l) = -log sigmoid(-1) = sp(1) = 1.313262
-    _close(out.loss, [softplus(1.0)])
+    close(out.loss, [softplus(1.0)])
     out.loss.sum().backward()
     s = 1 / (1 + math.exp(-1.0))  # sigmoid(1) = sigmoid(-(A_w - 0.5 A_l))
-    _close(inp.chosen_token_logps.grad, [[-s, -0.5 * s, 0.0]])  # -sigmoid(-z) * alpha gamma^t
-    _close(inp.rejected_token_logps.grad, [[0.5 * s, 0.25 * s, 0.0]])  # +bias * sigmoid(-z) * alpha gamma^t
+    close(inp.chosen_token_logps.grad, [[-s, -0.5 * s, 0.0]])  # -sigmoid(-z) * alpha gamma^t
+    close(inp.rejected_token_logps.grad, [[0.5 * s, 0.25 * s, 0.0]])  # +bias * sigmoid(-z) * alpha gamma^t
 
 
 def test_cpl_without_bias_or_discount_is_dpo_against_a_uniform_reference():
     inp = _tokens([-1.0, -2.0, -0.5], [1.0, 1.0, 1.0], [-0.5, -3.0, -1.0], [1.0, 1.0, 0.0])
     # token sums -3.5 and -3.5: DPO with log pi_ref = 0 and beta = alpha
     expected = dpo(pair([-3.5], [-3.5], [0.0], [0.0]), beta=0.1).loss
-    _close(cpl(inp, alpha=0.1, bias=1.0, gamma=1.0).loss, expected.tolist())
+    close(cpl(inp, alpha=0.1, bias=1.0, gamma=1.0).loss, expected.tolist())
 
 
 def test_cpl_discount_starts_at_the_first_response_token():
     left_padded = _tokens([9.0, -1.0, -2.0], [0.0, 1.0, 1.0], [-0.5, -3.0, 7.0], [1.0, 1.0, 0.0])
     packed = _tokens([-1.0, -2.0, 0.0], [1.0, 1.0, 0.0], [-0.5, -3.0, 0.0], [1.0, 1.0, 0.0])
-    _close(cpl(left_padded, gamma=0.9).loss, cpl(packed, gamma=0.9).loss.tolist())
+    close(cpl(left_padded, gamma=0.9).loss, cpl(packed, gamma=0.9).loss.tolist())

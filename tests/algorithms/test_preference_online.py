@@ -1,7 +1,5 @@
 """Online / self-play preference losses (XPO, Nash-MD, Nash-MP, INPO, SPPO): by hand, gradient signs,
-invariants, missing-field errors, and the registry contract of test_preference_contract.py for this module."""
-
-import math
+invariants and missing-field errors (the registry contract: test_preference_contract.py)."""
 
 import pytest
 import torch
@@ -12,13 +10,7 @@ from postrl.algorithms.preference_online import inpo, nash_md, nash_mp, sppo, xp
 from postrl.algorithms.preference_pairwise import ipo
 from postrl.algorithms.registries import PREFERENCE_LOSSES
 
-from algorithms.pref_cases import full_inputs, pair, sigmoid, softplus, t, two_pairs
-
-LOG2 = math.log(2.0)
-
-
-def _close(x: torch.Tensor, expected, tol=1e-5):
-    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
+from algorithms.pref_cases import LOG2, close, pair, sigmoid, softplus, t, two_pairs
 
 
 # ------------------------------------------------------------------------------------------ XPO
@@ -27,17 +19,17 @@ def test_xpo_is_dpo_plus_alpha_times_the_reference_sample_logp():
     inp = two_pairs(ref_sample_logps=t([-2.0, -4.0], grad=True))
     out = xpo(inp, beta=0.5, alpha=0.1)
     # sp(-1) = 0.313262 - 0.2 = 0.113262;  sp(0.5) = 0.974077 - 0.4 = 0.574077
-    _close(out.loss, [softplus(-1.0) - 0.2, softplus(0.5) - 0.4])
+    close(out.loss, [softplus(-1.0) - 0.2, softplus(0.5) - 0.4])
     out.loss.sum().backward()
-    _close(inp.ref_sample_logps.grad, [0.1, 0.1])  # +alpha: gradient descent LOWERS log pi(y~), exploration
-    _close(inp.chosen_logps.grad, [-0.5 * sigmoid(-1.0), -0.5 * sigmoid(0.5)])  # the DPO part raises y_w
+    close(inp.ref_sample_logps.grad, [0.1, 0.1])  # +alpha: gradient descent LOWERS log pi(y~), exploration
+    close(inp.chosen_logps.grad, [-0.5 * sigmoid(-1.0), -0.5 * sigmoid(0.5)])  # the DPO part raises y_w
 
 
 def test_xpo_with_alpha_zero_is_dpo_and_at_the_reference_is_log2_plus_the_bonus():
     inp = two_pairs(ref_sample_logps=t([-2.0, -4.0]))
-    _close(xpo(inp, beta=0.3, alpha=0.0).loss, dpo(inp, beta=0.3).loss.tolist())
+    close(xpo(inp, beta=0.3, alpha=0.0).loss, dpo(inp, beta=0.3).loss.tolist())
     at_ref = pair([-1.0, -2.0], [-3.0, -1.0], [-1.0, -2.0], [-3.0, -1.0], ref_sample_logps=t([-5.0, -1.0]))
-    _close(xpo(at_ref, alpha=0.01).loss, [LOG2 - 0.05, LOG2 - 0.01])
+    close(xpo(at_ref, alpha=0.01).loss, [LOG2 - 0.05, LOG2 - 0.01])
 
 
 def test_xpo_needs_the_reference_sample():
@@ -56,9 +48,9 @@ def test_nash_md_by_hand():
     inp = _own_sample()
     out = nash_md(inp, beta=0.1)
     # A = -(p - 1/2) + beta u = [-0.4 + 0.1, 0.3 - 0.1] = [-0.3, 0.2]: the value, and the gradient on log pi(y)
-    _close(out.loss, [-0.3, 0.2])
+    close(out.loss, [-0.3, 0.2])
     out.loss.sum().backward()
-    _close(inp.chosen_logps.grad, [-0.3, 0.2])
+    close(inp.chosen_logps.grad, [-0.3, 0.2])
     assert inp.rejected_logps.grad is None  # the opponent's sample is not trained on
 
 
@@ -68,7 +60,7 @@ def test_nash_md_gradient_signs_win_raises_loss_lowers_and_the_kl_pulls_back():
     assert inp.chosen_logps.grad[0] < 0 < inp.chosen_logps.grad[1]  # at pi = pi_ref only the preference acts
     drift = _own_sample(win=(0.5, 0.5))  # a tie: only the KL term, sign of u = +1, -1
     nash_md(drift, beta=0.1).loss.sum().backward()
-    _close(drift.chosen_logps.grad, [0.1, -0.1])
+    close(drift.chosen_logps.grad, [0.1, -0.1])
 
 
 def test_nash_md_checks_its_inputs():
@@ -85,16 +77,16 @@ def test_nash_mp_by_hand_adds_the_anchor_kl():
     inp = _own_sample(prev=[-1.5, -2.5])  # log pi - log pi_k = +0.5, +0.5
     out = nash_mp(inp, beta=0.1, eta=0.5)
     # A = nash_md's [-0.3, 0.2] + (beta / eta) * 0.5 = + 0.1 -> [-0.2, 0.3]
-    _close(out.loss, [-0.2, 0.3])
+    close(out.loss, [-0.2, 0.3])
     out.loss.sum().backward()
-    _close(inp.chosen_logps.grad, [-0.2, 0.3])
+    close(inp.chosen_logps.grad, [-0.2, 0.3])
 
 
 def test_nash_mp_without_the_anchor_term_is_nash_md():
     at_anchor = _own_sample(prev=[-1.0, -2.0])  # pi_k = pi: the anchor KL sample is 0
-    _close(nash_mp(at_anchor, beta=0.2, eta=0.3).loss, nash_md(at_anchor, beta=0.2).loss.tolist())
+    close(nash_mp(at_anchor, beta=0.2, eta=0.3).loss, nash_md(at_anchor, beta=0.2).loss.tolist())
     far = _own_sample(prev=[-9.0, 4.0])
-    _close(nash_mp(far, beta=0.2, eta=1e9).loss, nash_md(far, beta=0.2).loss.tolist())
+    close(nash_mp(far, beta=0.2, eta=1e9).loss, nash_md(far, beta=0.2).loss.tolist())
 
 
 def test_nash_mp_checks_its_inputs():
@@ -114,20 +106,20 @@ def test_inpo_by_hand():
     inp = _inpo_pairs()
     out = inpo(inp, eta=0.25, tau=0.125)  # tau/eta = 1/2, target 1/(2 eta) = 2
     # h = margin - 1/2 * 0 - 1/2 * 1 = 1.5, -1.5 ; l = (h - 2)^2 = 0.25, 12.25
-    _close(out.loss, [0.25, 12.25])
+    close(out.loss, [0.25, 12.25])
     out.loss.sum().backward()
-    _close(inp.chosen_logps.grad, [-1.0, -7.0])  # 2 (h - 2): both margins are below target -> raised
-    _close(inp.rejected_logps.grad, [1.0, 7.0])
+    close(inp.chosen_logps.grad, [-1.0, -7.0])  # 2 (h - 2): both margins are below target -> raised
+    close(inp.rejected_logps.grad, [1.0, 7.0])
 
 
 def test_inpo_invariants():
     inp = _inpo_pairs()
     # tau = eta anchors to pi_ref alone: IPO with beta = eta
-    _close(inpo(inp, eta=0.2, tau=0.2).loss, ipo(inp, beta=0.2).loss.tolist())
+    close(inpo(inp, eta=0.2, tau=0.2).loss, ipo(inp, beta=0.2).loss.tolist())
     # at pi = pi_t = pi_ref every log-ratio margin is 0: l = 1 / (4 eta^2)
     same = pair([-1.0, -2.0], [-3.0, -1.0], [-1.0, -2.0], [-3.0, -1.0],
                 chosen_prev_logps=t([-1.0, -2.0]), rejected_prev_logps=t([-3.0, -1.0]))
-    _close(inpo(same).loss, [1 / (4 * 0.0075 ** 2)] * 2, tol=1e-2)
+    close(inpo(same).loss, [1 / (4 * 0.0075 ** 2)] * 2, tol=1e-2)
 
 
 def test_inpo_checks_its_inputs():
@@ -150,10 +142,10 @@ def test_sppo_by_hand():
     out = sppo(inp, eta=2.0)
     # targets eta (P - 1/2): chosen 0.5, 0 ; rejected -0.5, 0
     # l = (0.5 - 0.5)^2 + (-1 + 0.5)^2 = 0.25 ;  (0.5 - 0)^2 + (0.5 - 0)^2 = 0.5
-    _close(out.loss, [0.25, 0.5])
+    close(out.loss, [0.25, 0.5])
     out.loss.sum().backward()
-    _close(inp.chosen_logps.grad, [0.0, 1.0])  # 2 (u - target)
-    _close(inp.rejected_logps.grad, [-1.0, 1.0])
+    close(inp.chosen_logps.grad, [0.0, 1.0])  # 2 (u - target)
+    close(inp.rejected_logps.grad, [-1.0, 1.0])
 
 
 def test_sppo_pushes_each_response_toward_its_own_target():
@@ -161,10 +153,10 @@ def test_sppo_pushes_each_response_toward_its_own_target():
     inp = pair([-1.0, -2.0], [-3.0, -1.0], chosen_prev_logps=t([-1.0, -2.0]), rejected_prev_logps=t([-3.0, -1.0]),
                chosen_win_rate=t([0.9, 0.5]), rejected_win_rate=t([0.1, 0.5]))
     out = sppo(inp, eta=10.0)
-    _close(out.loss, [2 * 4.0 ** 2, 0.0])  # eta^2 ((P_w - 1/2)^2 + (P_l - 1/2)^2)
+    close(out.loss, [2 * 4.0 ** 2, 0.0])  # eta^2 ((P_w - 1/2)^2 + (P_l - 1/2)^2)
     out.loss.sum().backward()
-    _close(inp.chosen_logps.grad, [-8.0, 0.0])
-    _close(inp.rejected_logps.grad, [8.0, 0.0])
+    close(inp.chosen_logps.grad, [-8.0, 0.0])
+    close(inp.rejected_logps.grad, [8.0, 0.0])
 
 
 def test_sppo_reads_no_reference_and_checks_its_inputs():
@@ -175,61 +167,3 @@ def test_sppo_reads_no_reference_and_checks_its_inputs():
     bad.rejected_win_rate = t([-0.1, 0.5])
     with pytest.raises(ValueError, match="rejected_win_rate"):
         sppo(bad)
-
-
-# ------------------------------------------------------------------- the registry contract, this module
-ENTRIES = [e for e in PREFERENCE_LOSSES if e.fn.__module__ == "postrl.algorithms.preference_online"]
-NAMES = [e.name for e in ENTRIES]
-FIELDS = {  # the PrefInputs fields each need word stands for (procedure-only words have none)
-    "reference": ["chosen_ref_logps", "rejected_ref_logps"],
-    "reference_sample": ["ref_sample_logps"],
-    "win_prob": ["chosen_win_prob"],
-    "win_rates": ["chosen_win_rate", "rejected_win_rate"],
-    "previous_iterate": ["chosen_prev_logps", "rejected_prev_logps"],
-    "prox_opponent": ["chosen_prev_logps"],
-    "mixture_opponent": [],
-}
-POLICY = ["chosen_logps", "rejected_logps", "ref_sample_logps"]
-
-
-def _inputs(seed: int = 0):
-    inp = full_inputs(seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    B = inp.chosen_logps.shape[0]
-    inp.chosen_win_prob = torch.rand(B, generator=g)
-    inp.chosen_win_rate, inp.rejected_win_rate = torch.rand(B, generator=g), torch.rand(B, generator=g)
-    inp.ref_sample_logps = (-0.2 - 2 * torch.rand(B, generator=g)).requires_grad_(True)
-    inp.chosen_prev_logps, inp.rejected_prev_logps = -2 * torch.rand(B, generator=g), -2 * torch.rand(B, generator=g)
-    return inp
-
-
-def test_the_module_registers_the_issue_losses_with_papers_and_known_needs():
-    assert set(NAMES) == {"xpo", "nash_md", "nash_mp", "inpo", "sppo"}
-    for e in ENTRIES:
-        assert e.arxiv and e.paper and set(e.needs) <= set(FIELDS), e.name
-        assert e.formula and e.fn.__doc__.split("\n", 1)[0].endswith("."), e.name
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_loss_is_finite_per_example_and_reaches_the_policy(name):
-    inp = _inputs()
-    out = PREFERENCE_LOSSES[name](inp)
-    assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()
-    assert all(v.dim() == 0 and not v.requires_grad for v in out.metrics.values())
-    out.loss.sum().backward()
-    grads = [getattr(inp, f).grad for f in POLICY if getattr(inp, f).grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("need", [n for n in FIELDS if FIELDS[n]])
-def test_needs_are_declared_exactly(name, need):
-    inp, needs = _inputs(), PREFERENCE_LOSSES.get(name).needs
-    declared = {f for d in needs if d != need for f in FIELDS[d]}  # previous_iterate and prox_opponent share
-    for f in set(FIELDS[need]) - declared:
-        setattr(inp, f, None)
-    if need in needs:
-        with pytest.raises(ValueError, match="needs"):
-            PREFERENCE_LOSSES[name](inp)
-    else:  # the entry must not read what it did not ask for
-        assert torch.isfinite(PREFERENCE_LOSSES[name](inp).loss).all()

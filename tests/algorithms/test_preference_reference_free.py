@@ -9,11 +9,7 @@ from postrl.algorithms.preference import dpo
 from postrl.algorithms.preference_reference_free import _log1mexp, cpo, orpo, simpo
 from postrl.algorithms.registries import PREFERENCE_LOSSES
 
-from algorithms.pref_cases import pair, softplus
-
-
-def _close(x: torch.Tensor, expected, tol=1e-5):
-    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
+from algorithms.pref_cases import close, pair, softplus
 
 
 @pytest.mark.parametrize("name", ["simpo", "orpo", "cpo"])
@@ -28,11 +24,11 @@ def test_simpo_by_hand():
     inp = pair([-2.0], [-6.0], chosen_len=[4.0], rejected_len=[3.0])
     out = simpo(inp, beta=2.0, gamma=0.5)
     # r_w = 2 * -2/4 = -1, r_l = 2 * -6/3 = -4; sp(-(3 - 0.5)) = sp(-2.5) = 0.078890
-    _close(out.loss, [softplus(-2.5)])
+    close(out.loss, [softplus(-2.5)])
     out.loss.sum().backward()
     s = 1 / (1 + math.exp(2.5))  # sigmoid(-2.5)
-    _close(inp.chosen_logps.grad, [-s * 2.0 / 4.0])  # -sigmoid(-z) * beta / |y_w|
-    _close(inp.rejected_logps.grad, [s * 2.0 / 3.0])
+    close(inp.chosen_logps.grad, [-s * 2.0 / 4.0])  # -sigmoid(-z) * beta / |y_w|
+    close(inp.rejected_logps.grad, [s * 2.0 / 3.0])
 
 
 def test_simpo_is_invariant_to_a_per_token_shift_but_not_to_a_sequence_shift():
@@ -40,14 +36,14 @@ def test_simpo_is_invariant_to_a_per_token_shift_but_not_to_a_sequence_shift():
     base = simpo(pair(c, r, chosen_len=lc, rejected_len=lr)).loss
     per_token = pair([x + shift * n for x, n in zip(c, lc)], [x + shift * n for x, n in zip(r, lr)],
                      chosen_len=lc, rejected_len=lr)
-    _close(simpo(per_token).loss, base.tolist())
+    close(simpo(per_token).loss, base.tolist())
     per_sequence = pair([x + shift for x in c], [x + shift for x in r], chosen_len=lc, rejected_len=lr)
     assert not torch.allclose(simpo(per_sequence).loss, base)  # |y_w| != |y_l|: beta c (1/|y_w| - 1/|y_l|)
 
 
 def test_simpo_with_equal_average_likelihoods_is_the_margin_term():
     # r_w = r_l: -log sigmoid(-gamma) = log(1 + e^gamma) = sp(0.5) = 0.974077
-    _close(simpo(pair([-4.0], [-2.0], chosen_len=[4.0], rejected_len=[2.0]), gamma=0.5).loss, [softplus(0.5)])
+    close(simpo(pair([-4.0], [-2.0], chosen_len=[4.0], rejected_len=[2.0]), gamma=0.5).loss, [softplus(0.5)])
 
 
 # ----------------------------------------------------------------------------------------- ORPO
@@ -56,13 +52,13 @@ def test_orpo_by_hand():
     inp = pair([3 * math.log(0.5)], [2 * math.log(0.2)], chosen_len=[3.0], rejected_len=[2.0])
     out = orpo(inp, beta=0.1)
     # NLL -log 0.5 = 0.693147; -log sigmoid(log 4) = log(1.25) = 0.223144; 0.693147 + 0.1 * 0.223144
-    _close(out.loss, [0.715462])
-    _close(out.metrics["orpo/log_odds_ratio"], math.log(4.0))
+    close(out.loss, [0.715462])
+    close(out.metrics["orpo/log_odds_ratio"], math.log(4.0))
 
 
 def test_orpo_with_equal_likelihoods_is_nll_plus_lambda_log_two():
     inp = pair([2 * math.log(0.3)], [4 * math.log(0.3)], chosen_len=[2.0], rejected_len=[4.0])
-    _close(orpo(inp, beta=0.2).loss, [-math.log(0.3) + 0.2 * math.log(2.0)])
+    close(orpo(inp, beta=0.2).loss, [-math.log(0.3) + 0.2 * math.log(2.0)])
 
 
 def test_log1mexp_is_accurate_on_both_branches_and_finite_at_probability_one():
@@ -83,13 +79,13 @@ def test_cpo_by_hand():
     inp = pair([-2.0], [-5.0], chosen_len=[4.0], rejected_len=[3.0])
     out = cpo(inp, beta=0.1, alpha=1.0)
     # -log sigmoid(0.1 * (-2 + 5)) = sp(-0.3) = 0.554355; NLL = 2 / 4 = 0.5
-    _close(out.loss, [softplus(-0.3) + 0.5])
+    close(out.loss, [softplus(-0.3) + 0.5])
     out.loss.sum().backward()
     s = 1 / (1 + math.exp(0.3))  # sigmoid(-0.3)
-    _close(inp.chosen_logps.grad, [-0.1 * s - 1.0 / 4.0])
+    close(inp.chosen_logps.grad, [-0.1 * s - 1.0 / 4.0])
 
 
 def test_cpo_without_nll_is_dpo_against_a_uniform_reference():
     c, r = [-2.0, -0.5, -7.0], [-5.0, -0.4, -6.0]
     zero = [0.0, 0.0, 0.0]
-    _close(cpo(pair(c, r), beta=0.3, alpha=0.0).loss, dpo(pair(c, r, zero, zero), beta=0.3).loss.tolist())
+    close(cpo(pair(c, r), beta=0.3, alpha=0.0).loss, dpo(pair(c, r, zero, zero), beta=0.3).loss.tolist())

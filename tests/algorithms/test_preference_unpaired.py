@@ -8,11 +8,7 @@ import torch
 from postrl.algorithms.preference import PrefInputs
 from postrl.algorithms.preference_unpaired import kto
 
-from algorithms.pref_cases import sigmoid, t
-
-
-def _close(x: torch.Tensor, expected, tol=1e-5):
-    assert torch.allclose(x.detach(), torch.tensor(expected, dtype=x.dtype), atol=tol), (x, expected)
+from algorithms.pref_cases import close, sigmoid, t
 
 
 def _unpaired(logps, ref, labels, kl, kl_ref, kl_grad=False):
@@ -25,11 +21,11 @@ def test_kto_by_hand():
     inp = _unpaired([-1.0, -3.0], [-2.0, -1.0], [1.0, 0.0], [-1.0, -2.0], [-1.5, -2.5], kl_grad=True)
     out = kto(inp, beta=1.0, desirable_weight=2.0, undesirable_weight=1.0)
     # desirable: 2 * (1 - sigmoid(1 - 0.5)) = 2 * 0.377541; undesirable: 1 - sigmoid(0.5 + 2) = 0.075858
-    _close(out.loss, [2 * (1 - sigmoid(0.5)), 1 - sigmoid(2.5)])
-    _close(out.metrics["kto/kl"], 0.5)
+    close(out.loss, [2 * (1 - sigmoid(0.5)), 1 - sigmoid(2.5)])
+    close(out.metrics["kto/kl"], 0.5)
     out.loss.sum().backward()
     # desirable raised, undesirable lowered: -2 s'(0.5), +s'(2.5) with s' = sigmoid (1 - sigmoid)
-    _close(inp.chosen_logps.grad, [-2 * sigmoid(0.5) * (1 - sigmoid(0.5)), sigmoid(2.5) * (1 - sigmoid(2.5))])
+    close(inp.chosen_logps.grad, [-2 * sigmoid(0.5) * (1 - sigmoid(0.5)), sigmoid(2.5) * (1 - sigmoid(2.5))])
     assert inp.kl_logps.grad is None  # z0 is detached: no gradient through the reference point
 
 
@@ -37,14 +33,14 @@ def test_kto_reference_point_is_clamped_at_zero():
     # the KL estimate mean([-1 - 0, -2 - -2]) = -0.5 < 0 -> z0 = 0: 1 - sigmoid(1) = 0.268941
     inp = _unpaired([-1.0, -1.0], [-2.0, -2.0], [1.0, 1.0], [-1.0, -2.0], [0.0, -2.0])
     out = kto(inp, beta=1.0)
-    _close(out.loss, [1 - sigmoid(1.0)] * 2)
-    _close(out.metrics["kto/kl"], 0.0)
+    close(out.loss, [1 - sigmoid(1.0)] * 2)
+    close(out.metrics["kto/kl"], 0.0)
 
 
 @pytest.mark.parametrize("wd,wu", [(1.0, 1.0), (1.33, 0.7)])
 def test_kto_at_the_reference_is_half_the_class_weight(wd, wu):
     inp = _unpaired([-1.0, -4.0, -0.3], [-1.0, -4.0, -0.3], [1.0, 0.0, 0.0], [-2.0, -1.0, -3.0], [-2.0, -1.0, -3.0])
-    _close(kto(inp, desirable_weight=wd, undesirable_weight=wu).loss, [wd / 2, wu / 2, wu / 2])
+    close(kto(inp, desirable_weight=wd, undesirable_weight=wu).loss, [wd / 2, wu / 2, wu / 2])
 
 
 def test_kto_needs_labels_and_the_reference_point():

@@ -17,6 +17,8 @@ from postrl.registry import Entry
 from postrl.trainers import pref
 from postrl.trainers import pref_batch as pb
 
+from helpers import kill_and_resume, same_final_weights
+
 TINY = {"name_or_path": "tiny", "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
                                          "intermediate_size": 64}}
 
@@ -222,24 +224,9 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, monkeypat
 def test_a_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     over = {"train.steps": 4, "train.schedule": "cosine", "train.warmup_steps": 1, "checkpoint.every": 2}
     pref.train(config(tmp_path, name="straight", **over))
-
-    real_step, calls = pref.train_step, []
-
-    def crash_on_third(p, idx):
-        calls.append(idx)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        return real_step(p, idx)
-
-    monkeypatch.setattr(pref, "train_step", crash_on_third)
-    with pytest.raises(RuntimeError, match="killed"):
-        pref.train(config(tmp_path, name="stopped", **over))
-    monkeypatch.setattr(pref, "train_step", real_step)
-    pref.train(config(tmp_path, name="stopped", **over), resume=True)
-
-    a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
-    b = load_file(str(tmp_path / "stopped" / "final" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    kill_and_resume(monkeypatch, pref, "train_step",
+                    lambda resume: pref.train(config(tmp_path, name="stopped", **over), resume=resume))
+    assert same_final_weights(tmp_path / "straight", tmp_path / "stopped")
     losses = [[json.loads(x).get("loss") for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
               for n in ("straight", "stopped")]
     assert losses[0] == losses[1]

@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from postrl.config import ConfigError
 from postrl.trainers import pref, pref_online
 
+from helpers import kill_and_resume, same_final_weights
 from trainers.test_pref import _model, config, register
 
 ONLINE = {"loss.name": "hypo", "online.max_new_tokens": 4}
@@ -76,22 +76,9 @@ def test_one_reference_model_serves_the_cache_and_the_online_samples(tmp_path, m
 def test_a_stopped_and_resumed_hypo_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     over = {**ONLINE, "train.steps": 4, "checkpoint.every": 2}
     pref.train(config(tmp_path, name="straight", **over))
-    real_step, calls = pref.train_step, []
-
-    def crash_on_third(p, idx):
-        calls.append(idx)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        return real_step(p, idx)
-
-    monkeypatch.setattr(pref, "train_step", crash_on_third)
-    with pytest.raises(RuntimeError, match="killed"):
-        pref.train(config(tmp_path, name="stopped", **over))
-    monkeypatch.setattr(pref, "train_step", real_step)
-    pref.train(config(tmp_path, name="stopped", **over), resume=True)
-    a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
-    b = load_file(str(tmp_path / "stopped" / "final" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    kill_and_resume(monkeypatch, pref, "train_step",
+                    lambda resume: pref.train(config(tmp_path, name="stopped", **over), resume=resume))
+    assert same_final_weights(tmp_path / "straight", tmp_path / "stopped")
     kl = [[json.loads(x).get("hypo/kl") for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
           for n in ("straight", "stopped")]
     assert kl[0] == kl[1]

@@ -81,6 +81,21 @@ def is_single_file(source: str) -> bool:
     return Path(source).suffix.lower() in FILE_SUFFIXES
 
 
+def hold_out(items: list, fraction: float, seed: int, where: str, what: str = "row(s)") -> tuple[list, list]:
+    """(kept, held out): a `seed`-chosen `fraction` of `items` (at least one) held out, both in the
+    original order; for data without a held-out split. Too few items to keep one is a DataError."""
+    import random
+
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n = max(1, round(fraction * len(items)))
+    if len(items) - n < 1:
+        raise DataError(f"{where}: {len(items)} {what} are too few to hold some out for evaluation; add rows "
+                        "or give data.eval_source")
+    out = set(order[:n])
+    return [t for i, t in enumerate(items) if i not in out], [items[i] for i in sorted(out)]
+
+
 def load_records(source: str, *, split: str = "train", subset: str | None = None,
                  task_kwargs: dict | None = None) -> tuple[list[dict], str]:
     """Raw rows of `source` and a short description of it for messages (e.g. "data/x.jsonl")."""

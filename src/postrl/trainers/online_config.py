@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from postrl.config import (CheckpointSection, DataSection, LoggingSection, ModelSection, OptimSection, PrefLoss,
-                           RewardSpec, RolloutSection, RunConfig, Section, _in_registry)
+                           RaftEval, RewardSpec, RolloutSection, RunConfig, Section, _check_pref_loss,
+                           _check_reward_specs, _in_registry)
 
 ONLINE_NEEDS = ("reference", "token_logps", "online_kl", "win_prob", "win_rates", "reference_sample",
                 "mixture_opponent", "prox_opponent", "previous_iterate")
@@ -80,16 +81,9 @@ class OnlineTrain(OptimSection):
     """Most tokens of prompt + gold response; longer gold responses are an error."""
 
 
-class OnlineEval(Section):
+class OnlineEval(RaftEval):
     every: int = Field(0, ge=0)
     """Greedy accuracy every this many steps (0: before and after training only)."""
-    limit: int | None = Field(500, ge=1)
-    """Held-out prompts (data.eval_split / data.eval_source)."""
-    max_new_tokens: int | None = None
-    """None: rollout.max_new_tokens."""
-    before: bool = True
-    success_threshold: float = 1.0
-    """A greedy answer counts as correct when the first reward function gives >= this."""
 
 
 class OnlineConfig(RunConfig):
@@ -132,21 +126,15 @@ class OnlineConfig(RunConfig):
 
     @model_validator(mode="after")
     def _check(self):
-        from postrl import algorithms, rewards, rollout
+        from postrl import rollout
         from postrl.trainers.online_pairs import PAIR_RULES
 
         o, n = self.online, self.rollout.n
         _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
         _in_registry(PAIR_RULES, o.pair_rule, "online.pair_rule")
         PAIR_RULES.check_kwargs(o.pair_rule, o.pair_kwargs, "online.pair_kwargs")
-        if not self.rewards:
-            raise ValueError("rewards: give at least one reward function, e.g. [{name: exact_match}]")
-        for i, r in enumerate(self.rewards):
-            if ":" not in r.name:
-                _in_registry(rewards.REWARDS, r.name, f"rewards[{i}].name")
-                rewards.REWARDS.check_kwargs(r.name, r.kwargs, f"rewards[{i}].kwargs")
-        _in_registry(algorithms.PREFERENCE_LOSSES, self.loss.name, "loss.name")
-        algorithms.PREFERENCE_LOSSES.check_kwargs(self.loss.name, self.loss.kwargs, "loss.kwargs")
+        _check_reward_specs(self.rewards)
+        _check_pref_loss(self.loss, ONLINE_NEEDS, "`postrl online`")
         _check_rule(self, PAIR_RULES.get(o.pair_rule).needs, n)
         _check_loss(self)
         _check_iterations(self)
@@ -197,10 +185,6 @@ def _check_rule(cfg: OnlineConfig, needs: tuple[str, ...], n: int) -> None:
 
 def _check_loss(cfg: OnlineConfig) -> None:
     loss, needs, rule_needs = cfg.loss.name, cfg.loss_needs, cfg.rule_needs
-    missing = [w for w in needs if w not in ONLINE_NEEDS]
-    if missing:
-        raise ValueError(f"loss.name={loss!r} needs {', '.join(map(repr, missing))}, which `postrl online` does not "
-                         f"provide (it provides {', '.join(ONLINE_NEEDS)}); choose another loss (docs/preference.md)")
     error = _paired_error(loss, cfg.loss.kwargs)
     if error:
         raise ValueError(f"loss.name={loss!r} does not train on (chosen, rejected) pairs, which is what "

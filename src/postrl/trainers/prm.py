@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 import warnings
 from typing import Any
 
 import torch
 
-from postrl.data.loading import DataError, _check_prompt, load_records
-from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
-from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
+from postrl.data.loading import DataError, _check_prompt, hold_out, load_records
+from postrl.learner.learner import use_bf16
 from postrl.learner.models import load_tokenizer, resolve_device
 from postrl.learner.process_model import (StepExample, encode_steps, first_error, step_logits, step_loss,
                                           store_prm_config)
 from postrl.learner.reward_model import RenderSpec
-from postrl.samplers import SAMPLERS
-from postrl.tracking import MetricsLogger
-from postrl.trainers.progress import progress_bar
+from postrl.trainers.fit_loop import fit
 from postrl.trainers.prm_config import PrmConfig
 from postrl.trainers.run_dir import start_run
 
@@ -89,15 +85,7 @@ def load_rows(cfg: PrmConfig) -> tuple[list, list]:
             erecs, ewhere = [], ""  # no held-out split in this source: hold some rows out below
         held = [parse_row(i, r, cfg, ewhere) for i, r in enumerate(erecs)]
     if not held:
-        order = list(range(len(train)))
-        random.Random(cfg.seed).shuffle(order)
-        n = max(1, round(cfg.eval.holdout_fraction * len(train)))
-        if len(train) - n < 1:
-            raise DataError(f"{where}: {len(train)} row(s) are too few to hold some out for evaluation; add rows "
-                            "or give data.eval_source")
-        out = set(order[:n])
-        held = [train[i] for i in sorted(out)]
-        train = [t for i, t in enumerate(train) if i not in out]
+        train, held = hold_out(train, cfg.eval.holdout_fraction, cfg.seed, where)
     if cfg.eval.limit is not None:
         held = held[:cfg.eval.limit]
     return train, held
@@ -161,7 +149,6 @@ def train(cfg: PrmConfig, *, resume: bool = False, console=None) -> dict[str, An
     from postrl.learner.critic import load_scalar_model
 
     t_start = time.perf_counter()
-    run_dir = cfg.run_dir
     ckpt = start_run(cfg, resume)
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
@@ -177,75 +164,34 @@ def train(cfg: PrmConfig, *, resume: bool = False, console=None) -> dict[str, An
                               user="process reward model")
     store_prm_config(model, d.separator, spec)  # every checkpoint then scores as this run trains
     t = cfg.train
-    steps = t.steps or t.epochs * math.ceil(len(examples) / t.batch_size)
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t, steps)
-    sampler = SAMPLERS["uniform"](len(examples), cfg.seed)
     bf16, pad_id = use_bf16(t, device), tokenizer.pad_token_id
 
-    state: dict[str, Any] = {"step": 0, "prm_seconds": 0.0}
-    if ckpt is not None:
-        state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
-        sampler.load_state_dict(state["sampler"])
-    start = int(state["step"])
-    logger = MetricsLogger(run_dir, resume_step=start if resume else None, console=console,
-                           console_every=cfg.logging.console_every, tensorboard=cfg.logging.tensorboard,
-                           wandb_project=cfg.logging.wandb_project)
+    def step(batch: list[StepExample]) -> dict[str, float]:
+        n_steps = sum(len(e.labels) for e in batch)
+        loss_sum, right = torch.zeros(()), torch.zeros(())
+        for i in range(0, len(batch), t.micro_batch_size):
+            mb = batch[i:i + t.micro_batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = step_logits(model, mb, pad_id, device)
+            loss, correct = step_loss(logits, mb)
+            (loss / n_steps).backward()  # the mean over the batch's steps, whatever the micro-batching
+            loss_sum += loss.detach().cpu()
+            right += correct.cpu()
+        return {"loss": float(loss_sum) / n_steps, "step_accuracy": float(right) / n_steps}
 
     def evaluate() -> dict[str, float]:
         return evaluate_steps(model, held, pad_id, device, micro_batch_size=t.micro_batch_size, bf16=bf16,
                               threshold=cfg.eval.threshold)
 
-    model.train()
-    metrics: dict[str, float] = {}
-    final_eval: dict[str, float] | None = None
-    with progress_bar(console, cfg.logging.progress, "PRM", steps, start) as advance:
-        for step in range(start, steps):
-            t0 = time.perf_counter()
-            batch = [examples[i] for i in sampler.next(t.batch_size)]
-            n_steps = sum(len(e.labels) for e in batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum, right = torch.zeros(()), torch.zeros(())
-            for i in range(0, len(batch), t.micro_batch_size):
-                mb = batch[i:i + t.micro_batch_size]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = step_logits(model, mb, pad_id, device)
-                loss, correct = step_loss(logits, mb)
-                (loss / n_steps).backward()  # the mean over the batch's steps, whatever the micro-batching
-                loss_sum += loss.detach().cpu()
-                right += correct.cpu()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-            if torch.isfinite(norm):  # a non-finite gradient skips the update instead of poisoning the weights
-                optimizer.step()
-                scheduler.step()
-            state["prm_seconds"] += time.perf_counter() - t0
-            done = step + 1
-            metrics = {"loss": float(loss_sum) / n_steps, "step_accuracy": float(right) / n_steps,
-                       "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
-                       "time/step": time.perf_counter() - t0}
-            if done == steps or (cfg.eval.every and done % cfg.eval.every == 0):
-                held_out = evaluate()
-                metrics.update({f"eval/{k}": v for k, v in held_out.items()})
-                if done == steps:
-                    final_eval = held_out
-            logger.log(done, metrics)
-            advance(loss=metrics["loss"], acc=metrics["step_accuracy"])
-            if done % cfg.checkpoint.every == 0 or done == steps:
-                state.update(step=done, sampler=sampler.state_dict())
-                save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
-    if final_eval is None:  # resumed from the last checkpoint: nothing was left to train
-        final_eval = evaluate()
-    logger.close()
-    final_dir = run_dir / "final"
-    model.save_pretrained(final_dir, safe_serialization=True)
-    tokenizer.save_pretrained(final_dir)
-    summary = {"name": cfg.name, "prm_steps": steps, "final_loss": metrics.get("loss", float("nan")),
-               "train_step_accuracy": metrics.get("step_accuracy", float("nan")),
-               "eval_step_accuracy": final_eval.get("step_accuracy", float("nan")),
-               "eval_first_error_accuracy": final_eval.get("first_error_accuracy", float("nan")),
-               "eval_loss": final_eval.get("loss", float("nan")), "eval_rows": len(held), "rows": len(examples),
-               "prm_seconds": round(state["prm_seconds"], 3),
-               "total_seconds": round(time.perf_counter() - t_start, 3), "model_dir": str(final_dir)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    steps = t.steps or t.epochs * math.ceil(len(examples) / t.batch_size)
+    r = fit(model, tokenizer, examples, cfg, name="prm", steps=steps, step_fn=step, ckpt=ckpt, resume=resume,
+            console=console, evaluate=evaluate, progress={"loss": "loss", "acc": "step_accuracy"})
+    summary = {"name": cfg.name, "prm_steps": r.steps, "final_loss": r.metrics.get("loss", float("nan")),
+               "train_step_accuracy": r.metrics.get("step_accuracy", float("nan")),
+               "eval_step_accuracy": r.final_eval.get("step_accuracy", float("nan")),
+               "eval_first_error_accuracy": r.final_eval.get("first_error_accuracy", float("nan")),
+               "eval_loss": r.final_eval.get("loss", float("nan")), "eval_rows": len(held), "rows": len(examples),
+               "prm_seconds": round(r.seconds, 3),
+               "total_seconds": round(time.perf_counter() - t_start, 3), "model_dir": str(r.final_dir)}
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from postrl.config import CheckpointSection, LoggingSection, ModelSection, OptimizerFields, RunConfig, Section
+from postrl.config import (CheckpointSection, LoggingSection, ModelSection, OptimizerFields, RunConfig, Section,
+                           _check_scalar_model)
 
 
 class PrmColumns(Section):
@@ -91,11 +92,5 @@ class PrmConfig(RunConfig):
 
     @model_validator(mode="after")
     def _check_prm(self):
-        m = self.model
-        if m.lora.enabled:
-            raise ValueError("model.lora.enabled: postrl prm trains the full model (LoRA is not supported for it); "
-                             "set model.lora.enabled: false")
-        if m.ref_model or m.reference_soup:
-            raise ValueError("model.ref_model / reference_soup: a process reward model has no reference model; "
-                             "drop them")
+        _check_scalar_model(self.model, "postrl prm", "process reward model")
         return self

@@ -54,11 +54,12 @@ from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.trainers import b_star, star
 from postrl.trainers.evaluate import evaluate
+from postrl.trainers.fit_loop import apply_gradients
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.rl import encode_train_and_eval
 from postrl.trainers.run_dir import start_run
 from postrl.trainers.scoring import completion_token_lists, score_batch
-from postrl.trainers.sft import collate, sft_loss_sum
+from postrl.trainers.sft import sft_backward
 
 
 def select_completions(rewards_B: torch.Tensor, group_ids_B: torch.Tensor, *, keep: Literal["best", "all_above"],
@@ -103,21 +104,10 @@ def sft_steps(model, optimizer, scheduler, examples, cfg: RaftConfig, *, pad_id:
     model.train()
     for _ in range(t.sft_steps_per_round):
         batch = [examples[i] for i in order.next(t.batch_size)]
-        n_tokens = sum(sum(m) for _, m in batch)  # normaliser of the whole batch: micro-batching is exact
         optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros(())
-        for i in range(0, len(batch), t.micro_batch_size):
-            ids, attn, labels = (x.to(device) for x in collate(batch[i:i + t.micro_batch_size], pad_id, "completion"))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss_sum, _ = sft_loss_sum(model, ids, attn, labels)
-            loss = loss_sum / max(n_tokens, 1)
-            loss.backward()
-            total += loss.detach().float().cpu()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-        if torch.isfinite(norm):
-            optimizer.step()
-            scheduler.step()
-        losses.append(float(total))
+        losses.append(sft_backward(model, batch, pad_id=pad_id, loss_on="completion",
+                                   micro_batch_size=t.micro_batch_size, device=device, bf16=bf16))
+        apply_gradients(model, optimizer, scheduler, t.max_grad_norm)
     return losses
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,15 +23,12 @@ from typing import Any
 import torch
 
 from postrl.config import RMConfig
-from postrl.data.loading import DataError
-from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
-from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
+from postrl.data.loading import DataError, hold_out
+from postrl.learner.learner import use_bf16
 from postrl.learner.models import load_tokenizer, resolve_device
 from postrl.learner.reward_model import (RenderSpec, bradley_terry_loss, encode_responses, forward_rewards,
                                          load_reward_model, reward_stats, store_rm_config)
-from postrl.samplers import SAMPLERS
-from postrl.tracking import MetricsLogger
-from postrl.trainers.progress import progress_bar
+from postrl.trainers.fit_loop import fit
 from postrl.trainers.run_dir import start_run
 
 
@@ -106,15 +102,7 @@ def load_pairs(cfg: RMConfig, tokenizer, spec: RenderSpec) -> tuple[list[Pair], 
     train = comparisons(train_rows, where)
     held = comparisons(eval_rows, d.eval_source or d.source)
     if not held:  # no held-out split: hold out a seeded fraction of the training comparisons
-        order = list(range(len(train)))
-        random.Random(cfg.seed).shuffle(order)
-        n = max(1, round(cfg.eval.holdout_fraction * len(train)))
-        if len(train) - n < 1:
-            raise DataError(f"{where}: {len(train)} pair(s) are too few to hold some out for evaluation; add "
-                            "rows or give data.eval_source")
-        held_ids = set(order[:n])
-        held = [train[i] for i in sorted(held_ids)]
-        train = [t for i, t in enumerate(train) if i not in held_ids]
+        train, held = hold_out(train, cfg.eval.holdout_fraction, cfg.seed, where, "pair(s)")
     if cfg.eval.limit is not None:
         held = held[:cfg.eval.limit]
     train_pairs = encode_pairs(tokenizer, train, spec, cfg, where)
@@ -158,7 +146,6 @@ def evaluate_pairs(model, pairs: list[Pair], pad_id: int, device, *, micro_batch
 
 def train(cfg: RMConfig, *, resume: bool = False, console=None) -> dict[str, Any]:
     t_start = time.perf_counter()
-    run_dir = cfg.run_dir
     ckpt = start_run(cfg, resume)
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
@@ -167,82 +154,41 @@ def train(cfg: RMConfig, *, resume: bool = False, console=None) -> dict[str, Any
     model = load_reward_model(cfg.model.name_or_path, cfg.model, tokenizer, device)
     store_rm_config(model, spec)  # every checkpoint then scores as this run trains
     t = cfg.train
-    steps = t.steps or t.epochs * math.ceil(len(pairs) / t.batch_size)
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t, steps)
-    sampler = SAMPLERS["uniform"](len(pairs), cfg.seed)
     bf16, pad_id = use_bf16(t, device), tokenizer.pad_token_id
 
-    state: dict[str, Any] = {"step": 0, "rm_seconds": 0.0}
-    if ckpt is not None:
-        state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
-        sampler.load_state_dict(state["sampler"])
-    start = int(state["step"])
-    logger = MetricsLogger(run_dir, resume_step=start if resume else None, console=console,
-                           console_every=cfg.logging.console_every, tensorboard=cfg.logging.tensorboard,
-                           wandb_project=cfg.logging.wandb_project)
+    def step(batch: list[Pair]) -> dict[str, float]:
+        sums = {k: torch.zeros(()) for k in ("loss", "bt_loss", "center_loss", "accuracy", "margin",
+                                               "rewards/chosen", "rewards/rejected")}
+        for i in range(0, len(batch), t.micro_batch_size):
+            mb = batch[i:i + t.micro_batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                rw, rl = pair_rewards(model, mb, pad_id, device)
+            out = bradley_terry_loss(rw, rl, margin=torch.tensor([p.margin for p in mb], device=rw.device),
+                                     center_coef=t.center_rewards_coef)
+            (out.loss.sum() / len(batch)).backward()  # the batch mean, whatever the micro-batching
+            for key, v in (("loss", out.loss), ("bt_loss", out.bt), ("center_loss", out.center),
+                           ("accuracy", out.correct), ("margin", out.margin), ("rewards/chosen", rw),
+                           ("rewards/rejected", rl)):
+                sums[key] += v.detach().float().sum().cpu()
+        return {k: float(v) / len(batch) for k, v in sums.items()}
 
     def evaluate() -> dict[str, float]:
         return evaluate_pairs(model, held, pad_id, device, micro_batch_size=t.micro_batch_size, bf16=bf16,
                               center_coef=t.center_rewards_coef)
 
-    model.train()
-    metrics: dict[str, float] = {}
-    final_eval: dict[str, float] | None = None
-    with progress_bar(console, cfg.logging.progress, "RM", steps, start) as advance:
-        for step in range(start, steps):
-            t0 = time.perf_counter()
-            batch = [pairs[i] for i in sampler.next(t.batch_size)]
-            optimizer.zero_grad(set_to_none=True)
-            sums = {k: torch.zeros(()) for k in ("loss", "bt_loss", "center_loss", "accuracy", "margin",
-                                                   "rewards/chosen", "rewards/rejected")}
-            for i in range(0, len(batch), t.micro_batch_size):
-                mb = batch[i:i + t.micro_batch_size]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    rw, rl = pair_rewards(model, mb, pad_id, device)
-                out = bradley_terry_loss(rw, rl, margin=torch.tensor([p.margin for p in mb], device=rw.device),
-                                         center_coef=t.center_rewards_coef)
-                (out.loss.sum() / len(batch)).backward()  # the batch mean, whatever the micro-batching
-                for key, v in (("loss", out.loss), ("bt_loss", out.bt), ("center_loss", out.center),
-                               ("accuracy", out.correct), ("margin", out.margin), ("rewards/chosen", rw),
-                               ("rewards/rejected", rl)):
-                    sums[key] += v.detach().float().sum().cpu()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-            if torch.isfinite(norm):  # a non-finite gradient skips the update instead of poisoning the weights
-                optimizer.step()
-                scheduler.step()
-            state["rm_seconds"] += time.perf_counter() - t0
-            done = step + 1
-            metrics = {k: float(v) / len(batch) for k, v in sums.items()}
-            metrics.update({"grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
-                            "time/step": time.perf_counter() - t0})
-            if done == steps or (cfg.eval.every and done % cfg.eval.every == 0):
-                held_out = evaluate()
-                metrics.update({f"eval/{k}": v for k, v in held_out.items()})
-                if done == steps:  # its reward statistics go into the last checkpoint and `final`
-                    final_eval = held_out
-                    store_rm_config(model, spec, _stats(final_eval))
-            logger.log(done, metrics)
-            advance(loss=metrics["loss"], acc=metrics["accuracy"])
-            if done % cfg.checkpoint.every == 0 or done == steps:
-                state.update(step=done, sampler=sampler.state_dict())
-                save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
-    if final_eval is None:  # resumed from the last checkpoint: nothing was left to train
-        final_eval = evaluate()
-        store_rm_config(model, spec, _stats(final_eval))
-    logger.close()
-    final_dir = run_dir / "final"
-    model.save_pretrained(final_dir, safe_serialization=True)
-    tokenizer.save_pretrained(final_dir)
-    summary = {"name": cfg.name, "rm_steps": steps, "final_loss": metrics.get("loss", float("nan")),
-               "train_accuracy": metrics.get("accuracy", float("nan")),
-               "eval_accuracy": final_eval.get("accuracy", float("nan")),
-               "eval_loss": final_eval.get("loss", float("nan")), "eval_pairs": len(held), "pairs": len(pairs),
-               "reward_mean": final_eval.get("reward_mean"), "reward_std": final_eval.get("reward_std"),
-               "rm_seconds": round(state["rm_seconds"], 3), "total_seconds": round(time.perf_counter() - t_start, 3),
-               "model_dir": str(final_dir)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    steps = t.steps or t.epochs * math.ceil(len(pairs) / t.batch_size)
+    # the final evaluation's reward statistics go into the last checkpoint and `final`
+    r = fit(model, tokenizer, pairs, cfg, name="rm", steps=steps, step_fn=step, ckpt=ckpt, resume=resume,
+            console=console, evaluate=evaluate, on_final_eval=lambda final: store_rm_config(model, spec, _stats(final)),
+            progress={"loss": "loss", "acc": "accuracy"})
+    summary = {"name": cfg.name, "rm_steps": r.steps, "final_loss": r.metrics.get("loss", float("nan")),
+               "train_accuracy": r.metrics.get("accuracy", float("nan")),
+               "eval_accuracy": r.final_eval.get("accuracy", float("nan")),
+               "eval_loss": r.final_eval.get("loss", float("nan")), "eval_pairs": len(held), "pairs": len(pairs),
+               "reward_mean": r.final_eval.get("reward_mean"), "reward_std": r.final_eval.get("reward_std"),
+               "rm_seconds": round(r.seconds, 3), "total_seconds": round(time.perf_counter() - t_start, 3),
+               "model_dir": str(r.final_dir)}
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

@@ -1,8 +1,9 @@
 """Supervised fine-tuning on prompt/completion or chat data (also the demo's warm start).
 
 Loss: token-mean cross-entropy over completion tokens (or all tokens with `loss_on: all`),
-micro-batched with the normaliser of the whole batch so accumulation equals one big batch.
-Data order comes from the `uniform` sampler, so a resumed run sees the same batches.
+micro-batched with the normaliser of the whole batch so accumulation equals one big batch
+(`sft_backward`, also RAFT's SFT steps). The loop is `trainers/fit_loop.fit`: data order comes
+from the `uniform` sampler, so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ import torch
 
 from postrl.config import SFTConfig
 from postrl.data import encode_sft, load_sft_dataset
-from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
-from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
+from postrl.learner.learner import use_bf16
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
-from postrl.samplers import SAMPLERS
-from postrl.tracking import MetricsLogger
-from postrl.trainers.progress import progress_bar
+from postrl.trainers.fit_loop import fit
 from postrl.trainers.run_dir import start_run
 
 
@@ -46,65 +44,41 @@ def sft_loss_sum(model, ids, attn, labels) -> tuple[torch.Tensor, torch.Tensor]:
     return (ce * mask).sum(), mask.sum()
 
 
+def sft_backward(model, batch: list[tuple[list[int], list[int]]], *, pad_id: int, loss_on: str,
+                 micro_batch_size: int, device, bf16: bool) -> float:
+    """Backward of the batch's token-mean cross-entropy, micro-batched with the normaliser of the
+    whole batch (so accumulation equals one big batch); returns the loss."""
+    n_tokens = sum(sum(m) if loss_on == "completion" else len(x) - 1 for x, m in batch)
+    total = torch.zeros(())
+    for i in range(0, len(batch), micro_batch_size):
+        ids, attn, labels = (x.to(device) for x in collate(batch[i:i + micro_batch_size], pad_id, loss_on))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss_sum, _ = sft_loss_sum(model, ids, attn, labels)
+        loss = loss_sum / max(n_tokens, 1)
+        loss.backward()
+        total += loss.detach().float().cpu()
+    return float(total)
+
+
 def train(cfg: SFTConfig, *, resume: bool = False, console=None) -> dict[str, Any]:
     t_start = time.perf_counter()
-    run_dir = cfg.run_dir
     ckpt = start_run(cfg, resume)
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, tokenizer, device)
     rows = load_sft_dataset(cfg.data, split=cfg.data.split)
     examples = encode_sft(tokenizer, rows, cfg.data, cfg.train.max_seq_tokens)
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.steps)
-    sampler = SAMPLERS["uniform"](len(examples), cfg.seed)
-    bf16 = use_bf16(cfg.train, device)
+    t = cfg.train
+    bf16 = use_bf16(t, device)
 
-    state: dict[str, Any] = {"step": 0, "sft_seconds": 0.0}
-    if ckpt is not None:
-        state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
-        sampler.load_state_dict(state["sampler"])
-    start = int(state["step"])
-    logger = MetricsLogger(run_dir, resume_step=start if resume else None, console=console,
-                           console_every=cfg.logging.console_every)
-    model.train()
-    loss_value = float("nan")
-    with progress_bar(console, cfg.logging.progress, "SFT", cfg.train.steps, start) as advance:
-        for step in range(start, cfg.train.steps):
-            t0 = time.perf_counter()
-            batch = [examples[i] for i in sampler.next(cfg.train.batch_size)]
-            optimizer.zero_grad(set_to_none=True)
-            n_tokens = sum(sum(m) if cfg.train.loss_on == "completion" else len(x) - 1 for x, m in batch)
-            total = torch.zeros(())
-            mb = cfg.train.micro_batch_size
-            for i in range(0, len(batch), mb):
-                ids, attn, labels = (t.to(device) for t in collate(batch[i:i + mb], tokenizer.pad_token_id,
-                                                                   cfg.train.loss_on))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss_sum, _ = sft_loss_sum(model, ids, attn, labels)
-                loss = loss_sum / max(n_tokens, 1)
-                loss.backward()
-                total += loss.detach().float().cpu()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm or float("inf"))
-            if torch.isfinite(norm):
-                optimizer.step()
-                scheduler.step()
-            loss_value = float(total)
-            state["sft_seconds"] += time.perf_counter() - t0
-            done = step + 1
-            logger.log(done, {"loss": loss_value, "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
-                              "time/step": time.perf_counter() - t0})
-            advance(loss=loss_value)
-            if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
-                state.update(step=done, sampler=sampler.state_dict())
-                save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
-    logger.close()
-    final_dir = run_dir / "final"
-    model.save_pretrained(final_dir, safe_serialization=True)
-    tokenizer.save_pretrained(final_dir)
-    summary = {"name": cfg.name, "sft_steps": cfg.train.steps, "final_loss": loss_value,
-               "sft_seconds": round(state["sft_seconds"], 3), "total_seconds": round(time.perf_counter() - t_start, 3),
-               "model_dir": str(final_dir), "examples": len(examples)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    def step(batch) -> dict[str, float]:
+        return {"loss": sft_backward(model, batch, pad_id=tokenizer.pad_token_id, loss_on=t.loss_on,
+                                     micro_batch_size=t.micro_batch_size, device=device, bf16=bf16)}
+
+    r = fit(model, tokenizer, examples, cfg, name="sft", steps=t.steps, step_fn=step, ckpt=ckpt, resume=resume,
+            console=console)
+    summary = {"name": cfg.name, "sft_steps": t.steps, "final_loss": r.metrics.get("loss", float("nan")),
+               "sft_seconds": round(r.seconds, 3), "total_seconds": round(time.perf_counter() - t_start, 3),
+               "model_dir": str(r.final_dir), "examples": len(examples)}
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
