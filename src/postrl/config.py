@@ -297,6 +297,15 @@ class CriticSection(OptimizerFields):
     policy_freeze_steps: int = Field(0, ge=0)
     """RL steps at the start that train only the critic, so a fresh value head is not trusted
     blindly (OpenRLHF `--freezing_actor_steps`, verl `trainer.critic_warmup`)."""
+    replay_capacity: int = Field(10000, ge=1)
+    """Estimators that need "critic_replay" (archer; `learner/critic_replay.py`): turn transitions
+    kept for the off-policy critic, oldest evicted first (ArCHer's official `capacity`, 10k)."""
+    replay_sample: int | None = Field(None, ge=0)
+    """Past transitions drawn uniformly (with replacement) from that buffer each step and trained on
+    with the current batch's; None: as many as the current batch has."""
+    target_tau: float = Field(0.1, gt=0, le=1)
+    """Soft update of the replay critic's target after each critic epoch: target <- (1 - tau) target
+    + tau critic (ArCHer's official `tau`, 0.1)."""
 
 
 class TrainSection(OptimSection):
@@ -359,6 +368,58 @@ class DistributedSection(Section):
     step t trains; the batch trained at step t was sampled with the weights after update t-k."""
 
 
+class ArpoSection(Section):
+    """ARPO's entropy-based adaptive rollout (arXiv 2507.19849; rollout/arpo.py, docs/agents.md): of
+    rollout.n episodes per prompt, `initial` start whole; the rest branch after tool-call turns."""
+
+    initial: int = Field(..., ge=1)
+    """N whole trajectories per prompt (the paper: half of M = rollout.n)."""
+    beam: int = Field(2, ge=1)
+    """Z partial rollouts started at a branching point."""
+    alpha: float = 0.5
+    beta: float = 0.2
+    threshold: float = 0.5
+    """Branch when alpha + beta * (mean first-k entropy - the first action's) > threshold."""
+    first_k: int = Field(10, ge=1)
+
+
+class ReplaySection(Section):
+    """Success replay (arXiv 2505.16282; trainers/arpo_replay.py): a group whose episodes all failed
+    gets its last episode replaced by a stored success of the same prompt. Checkpointed."""
+
+    capacity: int = Field(8, ge=1)
+    """Stored successes per prompt (FIFO)."""
+    threshold: float = 1.0
+    """An episode whose env return is >= threshold is a success."""
+
+
+class EnvSection(Section):
+    """Multi-turn episodes with an environment (docs/agents.md): the rollout becomes
+    `rollout/multiturn.run_episodes`; rollout.max_new_tokens is the limit of one turn."""
+
+    name: str
+    """A built-in env (`postrl.envs.ENVS`), `module:Class` or `path/to/file.py:Class`."""
+    kwargs: dict[str, Any] = {}
+    layout: Literal["concat", "per_turn"] = "concat"
+    """concat: one training row per episode (observations masked out); per_turn: one row per turn."""
+    max_turns: int | None = Field(None, ge=1)
+    """None: the env class's `max_turns` attribute, else 8."""
+    max_total_tokens: int = Field(2048, ge=2)
+    """Prompt + all actions and observations of an episode."""
+    turn_timeout_s: float | None = Field(30.0, gt=0)
+    episode_timeout_s: float | None = Field(None, gt=0)
+    history: str = "full"
+    """per_turn contexts: a `HISTORIES` name (full, last_k, hcpo, ...)."""
+    history_k: int = Field(2, ge=1)
+    """k of history policies that take one (last_k)."""
+    history_kwargs: dict[str, Any] = {}
+    """The history policy's other hyper-parameters (checked against its registry entry)."""
+    arpo: ArpoSection | None = None
+    """Entropy-triggered branching after tool calls (None: every episode starts whole)."""
+    replay: ReplaySection | None = None
+    """Replace one episode of an all-failed group by a stored success (None: off)."""
+
+
 class RLConfig(RunConfig):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
@@ -376,6 +437,8 @@ class RLConfig(RunConfig):
     checkpoint: CheckpointSection = CheckpointSection()
     logging: LoggingSection = LoggingSection()
     distributed: DistributedSection = DistributedSection()
+    env: EnvSection | None = None
+    """Multi-turn agent training: episodes with this environment instead of single completions."""
 
     @model_validator(mode="after")
     def _check_names_and_combinations(self):
@@ -389,7 +452,10 @@ class RLConfig(RunConfig):
         _in_registry(samplers.SAMPLERS, self.sampler.name, "sampler.name")
         samplers.SAMPLERS.check_kwargs(self.sampler.name, self.sampler.kwargs, "sampler.kwargs")
         _in_registry(rollout.ENGINES, self.rollout.engine, "rollout.engine")
-        _check_reward_specs(self.rewards)
+        if self.env is not None and "rewards" not in self.model_fields_set:
+            self.rewards = []  # the env's return is the reward; configured rewards add to it
+        if self.env is None or self.rewards:
+            _check_reward_specs(self.rewards)
         for r in self.rewards:
             if ":" not in r.name:
                 if "max_new_tokens" in rewards.REWARDS.get(r.name).needs and r.kwargs.get("max_tokens") is None:
@@ -432,6 +498,10 @@ class RLConfig(RunConfig):
         from postrl.rewards.shaping import check_config as check_reward_shaping
 
         check_reward_shaping(self)
+        if self.env is not None:
+            from postrl.trainers.env_rollout import check_config as check_env
+
+            check_env(self)
         return self
 
     @property
@@ -858,6 +928,13 @@ def _check_critic(cfg: RLConfig) -> None:
             raise ValueError(f"critic.{changed[0]} is set but algorithm.advantage={adv!r} trains no value model; "
                              "use a critic-based estimator (gae, t_ppo, or preset ppo) or drop the critic settings")
         return
+    from postrl.algorithms import ADVANTAGES
+
+    replay = [k for k in ("replay_capacity", "replay_sample", "target_tau")
+              if getattr(cfg.critic, k) != CriticSection.model_fields[k].default]
+    if replay and "critic_replay" not in ADVANTAGES.get(adv).needs:
+        raise ValueError(f"critic.{replay[0]} is set but algorithm.advantage={adv!r} trains its critic on-policy "
+                         "(no replay buffer, no target critic); use an off-policy critic estimator (archer) or drop it")
     where = [f"distributed.backend={d.backend!r}" if d.backend != "local" else None,
              f"distributed.learner_procs={d.learner_procs}" if d.learner_procs > 1 else None,
              f"distributed.max_off_policy_steps={d.max_off_policy_steps}" if d.max_off_policy_steps else None]

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 BINARY_REWARD = [{"name": "tiny_rewards:token_parity"}]
 # A random-init model's token entropy (~ln V nats) is far above GTPO's filter threshold (0.7, set
 # for trained LLMs), which would drop every completion: raise it so the update is exercised.
-EXTRA = {"gtpo": {"algorithm.loss_kwargs": {"entropy_threshold": 10.0}}}
+# ArCHer's preset trains only the critic for its first 20 steps (the paper's warm-up): let the policy move.
+EXTRA = {"gtpo": {"algorithm.loss_kwargs": {"entropy_threshold": 10.0}},
+         "archer": {"critic.policy_freeze_steps": 0}}
 
 
 @pytest.mark.parametrize("name", PRESETS.names())

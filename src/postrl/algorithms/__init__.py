@@ -14,6 +14,9 @@ from postrl.algorithms import (preference_auxiliary, preference_listwise, prefer
 from postrl.algorithms import advantages_loop, presets_loop  # noqa: F401  (ReMax, TempSamp; loop-feature presets)
 from postrl.algorithms import advantages_selfplay, preference_online, presets_selfplay  # noqa: F401  (self-play)
 from postrl.algorithms import advantages_process  # noqa: F401  (PRIME, PURE: credit from step rewards)
+from postrl.algorithms import losses_history  # noqa: F401  (HCPO: full/compressed-history branches)
+from postrl.algorithms import advantages_agent, advantages_archer, presets_agent  # noqa: F401  (agent credit)
+from postrl.algorithms import advantages_aspo, advantages_igpo, advantages_spa  # noqa: F401  (IGPO, SPA-RL, ASPO)
 from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
 from postrl.algorithms.kl import kl_penalty  # noqa: F401
 from postrl.algorithms.policy_losses import LossOutput  # noqa: F401

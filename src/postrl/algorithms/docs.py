@@ -16,12 +16,13 @@ def registries():
     from postrl.algorithms import ADVANTAGES, POLICY_LOSSES, PRESETS
     from postrl.rewards import COMBINERS, PROCESS_REWARDS, REWARDS
     from postrl.rollout import ENGINES
+    from postrl.rollout.history import HISTORIES
     from postrl.samplers import SAMPLERS
     from postrl.trainers.online_pairs import PAIR_RULES
 
     return {"advantage estimators": ADVANTAGES, "policy losses": POLICY_LOSSES, "samplers": SAMPLERS,
             "rewards": REWARDS, "process rewards": PROCESS_REWARDS, "reward combiners": COMBINERS,
-            "rollout engines": ENGINES, "presets": PRESETS,
+            "rollout engines": ENGINES, "history policies (env.history)": HISTORIES, "presets": PRESETS,
             "pair rules (postrl online)": PAIR_RULES}
 
 

@@ -178,13 +178,29 @@ def gtpo(inp: LossInputs, *, clip_low: float = 0.2, clip_high: float = 0.2, conf
     return LossOutput(torch.where(mask, w * base.loss, torch.zeros_like(base.loss)), metrics)
 
 
+def _turn_mean(x: torch.Tensor, turn_ids: torch.Tensor, mask: torch.Tensor, *, per_pair: bool = False):
+    """x [B, T] averaged over the mask tokens of each (row, turn): broadcast back to [B, T] (tokens
+    outside every turn keep x), or with `per_pair` the mean of those turn means (a scalar)."""
+    K = int(turn_ids.max().item()) + 1 if turn_ids.numel() else 0
+    if K <= 0:
+        return masked_mean(x, mask) if per_pair else x
+    onehot = ((turn_ids[..., None] == torch.arange(K, device=x.device)) & mask[..., None]).to(x.dtype)  # [B, T, K]
+    count = onehot.sum(1)  # [B, K]
+    means = (x[..., None] * onehot).sum(1) / count.clamp(min=1)
+    if per_pair:
+        present = count > 0
+        return means[present].mean() if present.any() else x.new_zeros(())
+    inside = onehot.sum(-1) > 0
+    return torch.where(inside, (onehot * means[:, None, :]).sum(-1), x)
+
+
 @POLICY_LOSSES.register("epo", paper="EPO: Entropy-regularized Policy Optimization for LLM Agents "
                         "Reinforcement Learning", arxiv="2509.22576",
                         summary="PPO surrogate + entropy bonus + a penalty keeping entropy in a corridor "
                                 "around a reference entropy", needs=("entropy_grad",))
 def epo(inp: LossInputs, *, clip_low: float = 0.2, clip_high: float = 0.2, entropy_coef: float = 1e-3,
         smooth_coef: float = 0.1, low_ratio: float = 0.5, high_ratio: float = 1.5,
-        reference_entropy: float | None = None) -> LossOutput:
+        reference_entropy: float | None = None, per_turn: bool = True) -> LossOutput:
     """EPO: entropy regularisation with an entropy-smoothing corridor (sec. 4).
 
         H_ref = reference_entropy, or -mean_t log pi_old(y_t) over the micro-batch's loss-mask tokens
@@ -206,6 +222,19 @@ def epo(inp: LossInputs, *, clip_low: float = 0.2, clip_high: float = 0.2, entro
     The phase-based weight beta_k (a schedule over training steps) is not part of a loss: change
     entropy_coef between runs or stages. `inputs.entropy` must carry gradient: the entry needs
     "entropy_grad", so the learner builds it.
+
+    Multi-turn (per_turn = True and `inputs.turn_ids` set, i.e. agent batches): the entropy is
+    measured per TURN, the paper's trajectory entropy averaged over turns, so a long turn does not
+    outweigh the others inside it:
+
+        H_k   = mean_{t in turn k} H_t          (loss-mask tokens of turn k of the row)
+        H_ref = mean over the batch's (row, turn) pairs of mean_{t in turn k} -log pi_old(y_t)
+        P_k   = relu(low_ratio * H_ref - H_k) + relu(H_k - high_ratio * H_ref)
+        l_t   = ppo_clip_t - beta * (H_k - smooth_coef * P_k)     for every token t of turn k
+
+    The paper bounds H_k by a running average over past training steps; a loss keeps no state
+    across steps, so H_ref is this batch's turn-averaged old-policy entropy (or
+    `reference_entropy`). Without turn_ids (single-turn batches) the per-token form above applies.
     """
     if inp.entropy is None:
         raise ValueError("epo needs inputs.entropy: the learner passes the forward's entropy; when calling "
@@ -216,8 +245,13 @@ def epo(inp: LossInputs, *, clip_low: float = 0.2, clip_high: float = 0.2, entro
     base = ppo_clip(inp, clip_low=clip_low, clip_high=clip_high)
     mask = inp.mask > 0
     ent = torch.where(mask, inp.entropy, torch.zeros_like(inp.entropy))
+    turns = per_turn and inp.turn_ids is not None
+    if turns:  # the turn's mean entropy on each of its tokens; H_ref = mean over (row, turn) pairs
+        ent = _turn_mean(ent, inp.turn_ids, mask)
+        old_turn = _turn_mean(torch.where(mask, -inp.old_logprobs.detach(), torch.zeros_like(ent)), inp.turn_ids,
+                              mask, per_pair=True)
     if reference_entropy is None:
-        h_ref = masked_mean(-inp.old_logprobs.detach(), inp.mask)
+        h_ref = old_turn if turns else masked_mean(-inp.old_logprobs.detach(), inp.mask)
     else:
         h_ref = torch.as_tensor(reference_entropy, dtype=ent.dtype, device=ent.device)
     outside = torch.relu(low_ratio * h_ref - ent) + torch.relu(ent - high_ratio * h_ref)
@@ -227,4 +261,5 @@ def epo(inp: LossInputs, *, clip_low: float = 0.2, clip_high: float = 0.2, entro
     with torch.no_grad():
         metrics["epo_reference_entropy"] = h_ref
         metrics["epo_outside_frac"] = masked_mean((outside > 0).float(), inp.mask)
+        metrics["epo_per_turn"] = torch.tensor(float(turns))
     return LossOutput(loss, metrics)

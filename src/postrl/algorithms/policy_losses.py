@@ -29,6 +29,9 @@ class LossInputs:
     group_ids: torch.Tensor | None = None  # [B] completions of one prompt share an id
     vocab_mean: torch.Tensor | None = None  # mean_v log pi_theta(v|s_t), with gradient; losses that need "vocab_mean"
     old_vocab_mean: torch.Tensor | None = None  # mean_v log pi_old(v|s_t), no gradient; same losses
+    alt_logprobs: torch.Tensor | None = None  # log pi_theta(y_t) under the row's alternative prompt, with gradient ("alt_context")
+    old_alt_logprobs: torch.Tensor | None = None  # the same under pi_old, no gradient; same losses
+    turn_ids: torch.Tensor | None = None  # [B, T] turn of each token (agent batches; -1 none), e.g. multi-turn EPO
 
 
 @dataclass

@@ -10,6 +10,9 @@ and update, kept across steps and saved in checkpoints, so it must hold JSON-ser
 "values" (a learned value model, `learner/critic.py`, is trained alongside the policy: the trainer
 fills `batch.values` [B, T] and `batch.last_values` [B] before the call, and the estimator must
 leave the critic's targets in `batch.returns` [B, T], optionally restricted by `batch.value_mask`);
+"critic_replay" (with "values": the critic is trained OFF-policy by `learner/critic_replay.py` instead
+of on the batch's `returns`: turn transitions go to a replay buffer, TD targets come from a soft-updated
+target critic; the estimator must take `gamma` and `mode` ("qv" | "td") kwargs, which set the TD rule);
 "greedy_rewards" (ReMax's baseline: after scoring, the trainer generates one greedy completion
 per prompt of the step with the rollout engine (greedy, n=1, the rollout's max_new_tokens and
 stop strings), scores it with the configured reward functions, and writes its total reward to
@@ -23,7 +26,16 @@ writes per-row lists to `batch.metadata["segment_cuts"]` (completion positions b
 `["segment_values"]` (V of the state prompt + completion[:b]); synchronous rollouts only);
 "step_rewards" (the estimator assigns credit from process step rewards: `process_rewards` must be
 configured; the trainer fills `batch.step_rewards` and `batch.metadata["step_ends"]` and does not add
-the step-giving process rewards to `batch.token_rewards`, see trainers/process_scoring.py)."""
+the step-giving process rewards to `batch.token_rewards`, see trainers/process_scoring.py);
+"turns" (multi-turn credit assignment, `algorithms/agent_steps.py`: the estimator reads the agent
+layout of the issue-6 rollout when present: concat rows with `turn_ids`, `step_rewards` and
+metadata "episode_id" / "turn_state_keys", or per_turn rows with `step_ids`, `state_keys` and
+metadata "episode_id" / "episode_return"; on a plain single-turn batch every completion is one
+turn, so the entry still runs);
+"answer_logprobs" (IGPO: before the call the trainer runs the learner's policy under no_grad and writes
+`batch.metadata["answer_logprob_per_turn"]`, per row a list whose entry k is the mean log-prob of
+the dataset row's `answer` tokens given the context before turn k, `advantages_igpo.py`; the
+estimator's `answer_prefix` and `micro_batch` kwargs configure that forward)."""
 
 POLICY_LOSSES = Registry("policy loss")
 """name -> fn(inputs: LossInputs, **hparams) -> LossOutput(per-token loss [B, T], metrics).
@@ -34,7 +46,11 @@ are computed even when `kl_coef` is 0); "entropy_grad" (`inputs.entropy` carries
 when `entropy_coef` is 0); "vocab_mean" (the forward also returns mean_v log pi(v|s_t) at every
 completion position: `inputs.vocab_mean` with gradient, and `inputs.old_vocab_mean` under the old
 policy, computed once per batch together with the old log-probs, or the detached current one when
-the batch is used once on-policy; not available with `algorithm.old_logprobs: behavior`)."""
+the batch is used once on-policy; not available with `algorithm.old_logprobs: behavior`);
+"alt_context" (every row carries a second prompt for the same completion in
+`batch.metadata["alt_prompt_ids"]`, a token-id list per row, e.g. HCPO's compressed history: the
+learner runs one more forward with that prompt and passes `inputs.alt_logprobs` with gradient and
+`inputs.old_alt_logprobs` under the old policy when the old log-probs are recomputed, else None)."""
 
 PRESETS = Registry("preset")
 """name -> fn() -> dict of dotted config keys: a bundle of registry choices, as data.

@@ -23,6 +23,7 @@ from postrl.learner import checkpoint as ckpt
 from postrl.learner.logprobs import completion_logprobs
 from postrl.learner.models import count_parameters, load_model, load_reference, reference_context
 from postrl.rollout.batch import RolloutBatch
+from postrl.rollout.history_hcpo import alt_prompt_batch
 
 
 @dataclass
@@ -187,6 +188,7 @@ class Learner:
         updates = epochs * mini_batches
         is_weights, sums = None, {}
         batch.old_vocab_mean = None  # filled with the old log-probs; None: detach the current one
+        batch.old_alt_logprobs = None  # likewise for "alt_context" losses (the row's second prompt)
         if spec.old_logprobs == "behavior":
             if "vocab_mean" in spec.needs:
                 raise ValueError(f"algorithm.loss={spec.loss!r} needs the old policy's vocabulary mean, which the "
@@ -196,6 +198,8 @@ class Learner:
             # once, before the first update
             batch.old_logprobs, batch.old_vocab_mean = self._no_grad_stats(
                 batch, with_vocab_mean="vocab_mean" in spec.needs)
+            if "alt_context" in spec.needs:
+                batch.old_alt_logprobs = self._no_grad_stats(alt_prompt_batch(batch))[0]
         else:
             batch.old_logprobs = None  # on-policy, single update: detach the current log-probs
         if spec.rollout_is != "none":
@@ -261,10 +265,17 @@ class Learner:
                     vocab_mean = stats[2]
                     old_vocab_mean = (mb.old_vocab_mean[:, :T] if mb.old_vocab_mean is not None
                                       else vocab_mean.detach())
+                alt_logp = None
+                if "alt_context" in spec.needs:  # the same completion under the row's second prompt
+                    with self.autocast():
+                        alt_logp = self.forward(self.train_model, alt_prompt_batch(mb), temperature=self.temperature)[0]
                 inp = LossInputs(logp, old, adv, mb.loss_mask, ref_logprobs=ref, entropy=entropy,
                                  token_ids=mb.completion_ids, behavior_logprobs=mb.behavior_logprobs[:, :T],
                                  rewards=mb.rewards, group_ids=mb.group_ids, vocab_mean=vocab_mean,
-                                 old_vocab_mean=old_vocab_mean)
+                                 old_vocab_mean=old_vocab_mean, alt_logprobs=alt_logp,
+                                 old_alt_logprobs=(mb.old_alt_logprobs[:, :T] if mb.old_alt_logprobs is not None
+                                                   else None),
+                                 turn_ids=mb.turn_ids[:, :T] if mb.turn_ids is not None else None)
                 out = loss_fn(inp, **spec.loss_kwargs)
                 per_token = out.loss
                 metrics = dict(out.metrics)

@@ -14,6 +14,7 @@ from postrl.rewards import process_logratio as _process_logratio  # noqa: F401  
 from postrl.rewards import code_exec as _code_exec  # noqa: F401  (registers `code_tests`)
 from postrl.rewards import drm as _drm  # noqa: F401  (drm_relevance, drm_coherence; process: drm, drm_confidence)
 from postrl.rewards import text_overlap as _text_overlap  # noqa: F401  (registers `bleu`, `rouge`)
+from postrl.rewards import agent_rewards as _agent_rewards  # noqa: F401  (registers `otc`)
 from postrl.rewards.combiners import COMBINERS  # noqa: F401  (reward_combine: trust, constraints, consistency)
 from postrl.rewards.builtin import completion_text  # noqa: F401
 from postrl.rewards.combine import RewardResult, RewardSet, check_rewards, load_reward_fn  # noqa: F401

@@ -9,20 +9,16 @@ one place (`check_rewards`) and forms the weighted sum, where None counts as 0.
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import math
 import numbers
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from postrl.rewards.registry import REWARDS
+from postrl.user_code import load_attr
 
 
 def load_reward_fn(name: str, kwargs: dict[str, Any] | None = None) -> Callable[..., list]:
@@ -44,44 +40,11 @@ def load_reward_fn(name: str, kwargs: dict[str, Any] | None = None) -> Callable[
     if ":" not in name:
         raise ValueError(f"unknown reward {name!r}; built-in rewards: {', '.join(REWARDS.names())}; "
                          "for your own function give 'module:function' or 'path/to/file.py:function'")
-    target, attr = name.rsplit(":", 1)
-    module = _import(target, name)
-    if not hasattr(module, attr):
-        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                         and getattr(v, "__module__", None) == module.__name__)
-        raise AttributeError(f"reward {name!r}: {target} has no attribute {attr!r}; callables "
-                             f"defined there: {', '.join(defined) or '(none)'}")
-    fn = getattr(module, attr)
+    fn = load_attr(name, f"reward {name!r}")
     if not callable(fn):
-        raise TypeError(f"reward {name!r}: {attr} is a {type(fn).__name__}, not a function")
+        raise TypeError(f"reward {name!r}: {name.rsplit(':', 1)[1]} is a {type(fn).__name__}, not a function")
     _check_user_kwargs(fn, kwargs, name)
     return functools.partial(fn, **kwargs)
-
-
-def _import(target: str, name: str):
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"reward {name!r}: file {target} does not exist")
-        # A stable module name per file: loading twice reuses the module, and pickling a function
-        # (to send it to a worker) finds it in sys.modules.
-        mod_name = f"postrl_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-        if mod_name in sys.modules:
-            return sys.modules[mod_name]
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module  # before exec: dataclasses and pickling look it up
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[mod_name]
-            raise ImportError(f"reward {name!r}: running {path} failed: {type(e).__name__}: {e}") from e
-        return module
-    try:
-        return importlib.import_module(target)
-    except Exception as e:
-        raise ImportError(f"reward {name!r}: cannot import module {target!r} "
-                          f"({type(e).__name__}: {e}); is it on sys.path / PYTHONPATH?") from e
 
 
 def _check_user_kwargs(fn: Callable, kwargs: dict[str, Any], name: str) -> None:

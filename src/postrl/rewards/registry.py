@@ -10,4 +10,6 @@ unset, is filled with `rollout.max_new_tokens` as the config is resolved); "poli
 (the reward's `policy_tokenizer` hyper-parameter, when unset, is filled with the policy's
 `model.tokenizer` or `model.name_or_path`); "column" (the reward reads the dataset column named by
 its `column` hyper-parameter: `postrl train` checks the training rows have it before the first
-rollout, `text_overlap.check_reward_columns`)."""
+rollout, `text_overlap.check_reward_columns`); "tool_calls" (the reward receives each completion's
+episode tool-call count, the multi-turn rollout's `metadata["tool_calls"]`, as the keyword column
+`tool_calls`; see rewards/agent_rewards.py)."""

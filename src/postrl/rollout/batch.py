@@ -55,6 +55,7 @@ class RolloutBatch:
     ref_logprobs: torch.Tensor | None = None  # [B, T] filled by the learner once per batch
     old_logprobs: torch.Tensor | None = None  # [B, T] filled when the batch is reused off-policy
     old_vocab_mean: torch.Tensor | None = None  # [B, T] mean_v log pi_old(v|s_t), for losses that need "vocab_mean"
+    old_alt_logprobs: torch.Tensor | None = None  # [B, T] log pi_old under metadata["alt_prompt_ids"] ("alt_context" losses)
     prompt_index: torch.Tensor | None = None  # [B] dataset row of each prompt (for samplers)
     metadata: dict[str, list[Any]] = field(default_factory=dict)  # columns, finish reasons, ...
 

@@ -28,6 +28,9 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     greedy: bool = False
+    progress: float = 0.0
+    """Training progress (step / train.steps) of the step this batch trains: token engines ignore it;
+    episode rollouts pass it to history policies (HCPO's context sampling). 0 outside training."""
 
     @classmethod
     def from_config(cls, rollout, *, greedy: bool = False, n: int | None = None,

@@ -20,6 +20,10 @@ size, on dropping finished rows, or on how prompts are sharded across workers. B
 log-probs are those of the temperature-scaled distribution before top-p/top-k truncation, the
 quantity the learner computes, so an on-policy ratio is exactly 1 up to numerics. Memory is
 bounded by generating `micro_batch_size` sequences at a time.
+
+`generate(..., entropy=True)` also returns, per row, the entropy of each sampled token's
+distribution (`metadata["token_entropy"]`, the same temperature-scaled distribution before
+truncation; one extra reduction over the vocabulary per step): ARPO's branching signal.
 """
 
 from __future__ import annotations
@@ -79,11 +83,12 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams, seed: int = 0, *,
-                 first_index: int = 0) -> RolloutBatch:
+                 first_index: int = 0, entropy: bool = False) -> RolloutBatch:
         """n completions for each prompt; completions of prompt i get group id i.
 
         `first_index` is the global index of `prompt_ids[0]`: it keys the random streams, so a pool
         that calls each worker with its shard's offset gets, concatenated, the result of one call.
+        `entropy`: also fill `metadata["token_entropy"]` (per row, one float per completion token).
         """
         expanded = [p for p in prompt_ids for _ in range(params.n)]
         keys = [(first_index + i, j) for i in range(len(prompt_ids)) for j in range(params.n)]
@@ -94,7 +99,7 @@ class HFEngine:
         try:
             for start in range(0, len(expanded), self.micro_batch_size):
                 end = start + self.micro_batch_size
-                chunks.append(self._generate_chunk(expanded[start:end], keys[start:end], params, seed))
+                chunks.append(self._generate_chunk(expanded[start:end], keys[start:end], params, seed, entropy))
         finally:
             self.model.train(was_training)
         batch = RolloutBatch.concat(chunks)
@@ -106,7 +111,7 @@ class HFEngine:
         return next(self.model.parameters()).device
 
     def _generate_chunk(self, prompts: list[list[int]], keys: list[tuple[int, int]], params: SamplingParams,
-                        seed: int) -> RolloutBatch:
+                        seed: int, entropy: bool = False) -> RolloutBatch:
         device, T = self._device, params.max_new_tokens
         prompt_ids, prompt_mask = pad_rows(prompts, self.pad_id, left=True)
         B, P = prompt_ids.shape
@@ -135,6 +140,7 @@ class HFEngine:
         # Outputs are indexed by chunk row; `rows` maps active rows (the batch being decoded) to them.
         completion_ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=device)
         behavior = torch.zeros((B, T), dtype=torch.float32, device=device)
+        entropies = torch.zeros((B, T), dtype=torch.float32, device=device) if entropy else None
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         stopped = torch.zeros(B, dtype=torch.bool, device=device)
         rows = torch.arange(B, device=device)
@@ -148,6 +154,8 @@ class HFEngine:
             token = torch.where(done, self.pad_id, token)
             completion_ids[rows, t] = token
             behavior[rows, t] = torch.where(done, 0.0, logp)
+            if entropies is not None:
+                entropies[rows, t] = torch.where(done, 0.0, token_entropy(logits, params))
             lengths[rows] += (~done).long()  # a row's length includes the token that finishes it
             hit = torch.isin(token, eos_ids) & ~done
             if stop_tail:
@@ -171,11 +179,14 @@ class HFEngine:
 
         completion_mask = (torch.arange(steps, device=device)[None, :] < lengths[:, None]).long()
         finish = ["stop" if s else "length" for s in stopped.tolist()]
+        metadata = {"finish_reason": finish}
+        if entropies is not None:
+            metadata["token_entropy"] = [row[:n] for row, n in zip(entropies.cpu().tolist(), lengths.tolist())]
         return RolloutBatch(
             prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids[:, :steps].cpu(),
             completion_mask=completion_mask.cpu(), loss_mask=completion_mask.float().cpu(),
             behavior_logprobs=behavior[:, :steps].cpu(), group_ids=torch.zeros(B, dtype=torch.long),
-            metadata={"finish_reason": finish},
+            metadata=metadata,
         )
 
     def _distinct(self, prompts: list[list[int]], cache) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +214,14 @@ class HFEngine:
             if any(text.endswith(s) for s in stops):
                 hits[i] = True
         return hits
+
+
+def token_entropy(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """H = -sum_v p(v) log p(v) [B] of the distribution the behaviour log-probs come from: the
+    temperature-scaled softmax before top-k/top-p (untempered for greedy), as in `sample_tokens`."""
+    logits = logits.float() if params.greedy else logits.float() / params.temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).nan_to_num().sum(-1)  # 0 * -inf (masked vocab entries) counts as 0
 
 
 def _static_cache_problem(model) -> str | None:

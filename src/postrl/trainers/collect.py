@@ -23,7 +23,7 @@ Refills and greedy completions use `Rollouts.generate`, i.e. the weights that sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -56,8 +56,8 @@ def collect(p, idx: list[int], batch: RolloutBatch, seed: int, step: int = 0):
     if p.sampler.filters_groups:
         def more(k: int, round_: int) -> Scored:  # draws happen here, inside the step: resume stays exact
             new = p.sampler.next(k)
-            gen = p.rollouts.generate([p.train_ids[i] for i in new], SamplingParams.from_config(cfg.rollout),
-                                      (seed + 104_729 * round_) % 2**62)
+            params = replace(SamplingParams.from_config(cfg.rollout), progress=step / cfg.train.steps)
+            gen = p.rollouts.generate([p.train_ids[i] for i in new], params, (seed + 104_729 * round_) % 2**62)
             return score(p, new, gen)
 
         scored, info = refill(scored, more, p.sampler.keep, cfg.train.prompts_per_step, p.sampler.max_rounds)

@@ -12,7 +12,7 @@ import copy
 import json
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -20,11 +20,13 @@ import torch
 from postrl.algorithms import ADVANTAGES, kl_penalty
 from postrl.algorithms.kl import scheduled_kl_coef
 from postrl.algorithms.segment_mc import estimate_segment_values
+from postrl.algorithms.advantages_igpo import fill_answer_logprobs
 from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
 from postrl.data.loading import is_single_file
 from postrl.distributed.data_parallel import DataParallel, init_from_env, launch
 from postrl.learner.critic import CRITIC_DIR, build_critic
+from postrl.learner.critic_replay import REPLAY_DIR, build_critic_replay
 from postrl.learner.learner import LossSpec, build_learner
 from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
@@ -34,6 +36,7 @@ from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.rewards.shaping import build_shaper
 from postrl.rewards.text_overlap import check_reward_columns
+from postrl.trainers import env_rollout
 from postrl.trainers.collect import collect, per_sample_total
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.process_scoring import add_process_rewards, add_token_rewards
@@ -60,7 +63,9 @@ class Parts:
     dp: DataParallel | None = None
     advantage_state: dict = field(default_factory=dict)  # estimators that need "state"; checkpointed
     critic: Any = None  # the value model (learner/critic.py) when the estimator needs "values"
+    critic_replay: Any = None  # its replay buffer + target critic (learner/critic_replay.py) for "critic_replay"; checkpointed
     shaper: Any = None  # rewards/shaping.py when rewards are normalised, clipped or combined; checkpointed
+    episode_replay: Any = None  # trainers/arpo_replay.py when env.replay is set; checkpointed
 
     @property
     def is_main(self) -> bool:
@@ -71,13 +76,21 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     device = resolve_device(cfg.model.device)
     tokenizer = load_tokenizer(cfg.model)
     train_rows, train_ids, eval_rows, eval_ids = encode_train_and_eval(cfg, tokenizer)
+    if cfg.env is not None:  # the EpisodeEngine resets an env from each dataset row
+        train_ids, eval_ids = train_rows, eval_rows
     check_reward_columns(cfg.rewards, train_rows)  # a missing references column fails before any sampling
     sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
     critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
-    return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, LossSpec.from_config(cfg), rewards,
-                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic,
-                 shaper=build_shaper(cfg, learner, tokenizer))
+    est = ADVANTAGES.get(cfg.algorithm.advantage)
+    replay = (build_critic_replay(cfg, critic, {**est.defaults, **cfg.algorithm.advantage_kwargs})
+              if critic is not None and "critic_replay" in est.needs else None)
+    spec = LossSpec.from_config(cfg)
+    if cfg.env is not None:  # an episode's completion is up to the whole episode, not one turn
+        spec.max_tokens = cfg.env.max_total_tokens
+    return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, spec, rewards,
+                 sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic, critic_replay=replay,
+                 shaper=build_shaper(cfg, learner, tokenizer), episode_replay=env_rollout.build_replay(cfg))
 
 
 def _placement(cfg: RLConfig, tokenizer, device, dp):
@@ -95,7 +108,8 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
         return learner, rollouts, pool, rewards
 
     def make_engine(model):
-        return build_engine(cfg.rollout, model, tokenizer)
+        engine = build_engine(cfg.rollout, model, tokenizer)
+        return env_rollout.episode_engine(cfg, engine, tokenizer) if cfg.env is not None else engine
 
     learner = build_learner(cfg, tokenizer, device, dp)
     sharded = dp is not None and dp.strategy == "fsdp2"
@@ -114,6 +128,8 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
     if dp is not None:
         engine = ShardedEngine(engine, dp)
     rollouts = Rollouts(engine, weights=learner.state_dict, lag=lag, background=lag > 0, shares_model=shares)
+    if cfg.env is not None:  # env return + the configured rewards on the transcript
+        return learner, rollouts, eval_engine, env_rollout.EpisodeRewards(RewardSet(cfg.rewards) if cfg.rewards else None)
     return learner, rollouts, eval_engine, RewardSet(cfg.rewards)
 
 
@@ -149,7 +165,8 @@ def request_rollouts(p: Parts, step: int, saved: dict[int, list[int]] | None = N
         if s in p.rollouts.pending():
             continue
         idx = (saved or {}).pop(s, None) or p.sampler.next(cfg.train.prompts_per_step)
-        p.rollouts.request(s, idx, [p.train_ids[i] for i in idx], params, _step_seed(cfg.seed, s))
+        p.rollouts.request(s, idx, [p.train_ids[i] for i in idx], replace(params, progress=s / cfg.train.steps),
+                           _step_seed(cfg.seed, s))
 
 
 def rl_step(p: Parts, step: int) -> dict[str, float]:
@@ -158,10 +175,14 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     request_rollouts(p, step)
     idx, batch = p.rollouts.get(step)
     t_gen = time.perf_counter() - t0
+    replay_metrics = {}
+    if p.episode_replay is not None:  # all-failed episode groups get a stored success (before scoring)
+        batch, replay_metrics = p.episode_replay(batch, idx, _step_seed(cfg.seed, step))
 
     # score, plus the configured loop features: reference injection, dynamic-sampling refill,
     # truncation mask, greedy baseline (trainers/collect.py)
     idx, batch, result, loop_metrics = collect(p, idx, batch, _step_seed(cfg.seed, step), step)
+    loop_metrics.update(replay_metrics)
     a = cfg.algorithm  # algorithm.kl_schedule: a pure function of the step, exact on resume
     p.spec.kl_coef = scheduled_kl_coef(a.kl_schedule, a.kl_coef_start, a.kl_coef, step,
                                        a.kl_schedule_steps or cfg.train.steps - 1)
@@ -183,6 +204,11 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
                                 score=lambda b: per_sample_total(p, score_batch(b, rows, p.tokenizer, p.rewards), step),
                                 params=SamplingParams.from_config(cfg.rollout), seed=_step_seed(cfg.seed, step),
                                 hparams={**estimator.defaults, **cfg.algorithm.advantage_kwargs})
+    if "answer_logprobs" in estimator.needs:  # IGPO: log p(answer | context before each turn), no_grad
+        hp = {**estimator.defaults, **cfg.algorithm.advantage_kwargs}
+        fill_answer_logprobs(batch, getattr(p.learner, "model", None), p.tokenizer,
+                             [p.train_rows[idx[int(g)]] for g in batch.group_ids],
+                             answer_prefix=hp["answer_prefix"], micro_batch=hp["micro_batch"])
     state = (p.advantage_state,) if "state" in estimator.needs else ()
     advantages = estimator.fn(batch, *state, **cfg.algorithm.advantage_kwargs)
     old_values = batch.values  # the policy update clears batch.values
@@ -192,7 +218,10 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     if step >= cfg.critic.policy_freeze_steps:
         metrics = p.learner.train_on_batch(batch, advantages, p.spec, epochs=cfg.train.epochs,
                                            mini_batches=cfg.train.mini_batches, seed=_step_seed(cfg.seed, step))
-    if p.critic is not None:
+    if p.critic_replay is not None:  # "critic_replay": off-policy TD on this batch's turns + replayed ones (target critic)
+        metrics.update(p.critic_replay.train(batch, epochs=cfg.train.epochs, mini_batches=cfg.train.mini_batches,
+                                             seed=_step_seed(cfg.seed, step)))
+    elif p.critic is not None:
         metrics.update(p.critic.train_on_batch(batch, batch.returns, old_values, mask=batch.value_mask,
                                                epochs=cfg.train.epochs, mini_batches=cfg.train.mini_batches,
                                                seed=_step_seed(cfg.seed, step)))
@@ -201,7 +230,8 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     p.rollouts.sync()
     t_train = time.perf_counter() - t1
 
-    rewards_G = batch.rewards.view(len(idx), cfg.rollout.n)
+    episode_rewards = batch.rewards[env_rollout.episode_rows(batch)] if cfg.env is not None else batch.rewards
+    rewards_G = episode_rewards.view(len(idx), cfg.rollout.n)
     p.sampler.update(idx, rewards_G.tolist())
     success = primary_success(result, p.rewards, cfg.algorithm.success_threshold)
     lengths = batch.completion_mask.sum(-1).float()
@@ -217,6 +247,8 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
         "time/step": step_time, "time/rollout": t_gen, "time/learner": t_train,
         "memory/peak_mb": _peak_memory_mb(p.device),
     })
+    if cfg.env is not None:
+        metrics.update(env_rollout.env_metrics(batch))
     for name, values in result.per_function.items():
         metrics[f"reward/{name}/mean"] = float(torch.nanmean(values)) if not values.isnan().all() else float("nan")
     return metrics
@@ -269,10 +301,14 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
         state.update(p.learner.load_checkpoint(ckpt))
         if p.critic is not None:
             p.critic.load(ckpt / CRITIC_DIR)
+        if p.critic_replay is not None:
+            p.critic_replay.load(ckpt / REPLAY_DIR)
         p.sampler.load_state_dict(state["sampler"])
         p.advantage_state.update(state.pop("advantage_state", {}))
         if p.shaper is not None:
             p.shaper.load_state_dict(state.pop("reward_shaping", {}), ckpt)
+        if p.episode_replay is not None:
+            p.episode_replay.load_state_dict(state.pop("arpo_replay"))
         saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
         if p.is_main:
             truncate_jsonl(run_dir / "eval.jsonl", state["step"])
@@ -314,11 +350,14 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
                 if p.shaper is not None:
                     state["reward_shaping"] = p.shaper.state_dict()
+                if p.episode_replay is not None:
+                    state["arpo_replay"] = p.episode_replay.state_dict()
                 state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,
                              pending={str(k): v for k, v in p.rollouts.pending().items()})
                 p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
                                           keep_last=cfg.checkpoint.keep_last,
                                           extra_dirs={**({CRITIC_DIR: p.critic.save} if p.critic is not None else {}),
+                                                      **({REPLAY_DIR: p.critic_replay.save} if p.critic_replay is not None else {}),
                                                       **(p.shaper.extra_dirs() if p.shaper is not None else {})})
     if logger is not None:
         logger.close()

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from postrl.rollout.batch import RolloutBatch
+from postrl.rollout.multiturn import EPISODE_COLUMNS
 
 
 def completion_token_lists(batch: RolloutBatch) -> list[list[int]]:
@@ -29,6 +30,8 @@ def score_batch(batch: RolloutBatch, rows: Sequence, tokenizer, reward_set):
                    for r, t in zip(row_of, texts)]
     keys = sorted(set().union(*(r.columns.keys() for r in row_of))) if row_of else []
     columns = {k: [r.columns.get(k) for r in row_of] for k in keys}
+    # an episode batch (rollout/multiturn.py) hands the env's results to the rewards as columns
+    columns.update({k: list(batch.metadata[k]) for k in EPISODE_COLUMNS if k in batch.metadata})
     result = reward_set(prompts, completions, ids, columns)
     batch.metadata["completion_text"] = texts
     return result
