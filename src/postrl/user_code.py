@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -60,3 +61,18 @@ def load_attr(spec: str, what: str, kind: type | None = None) -> Any:
         raise AttributeError(f"{what}: {target} has no attribute {attr!r}; {label} defined there: "
                              f"{', '.join(defined) or '(none)'}")
     return getattr(module, attr)
+
+
+def check_kwargs(fn: Any, kwargs: dict, what: str) -> None:
+    """Raise when `kwargs` names a parameter `fn` (a function or class) does not take; a `**kwargs`
+    parameter, or a signature that cannot be read, accepts anything."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"{what} takes no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters are: {', '.join(params) or '(none)'}")

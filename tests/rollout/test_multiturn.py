@@ -283,7 +283,7 @@ def test_history_policy_alt_context_and_info_reach_the_rows():
 
 
 def test_hcpo_history_runs_in_the_rollout():
-    from postrl.rollout import history_hcpo  # noqa: F401  (E5's policy)
+    from postrl.rollout import history_hcpo  # noqa: F401  (registers the hcpo policy)
 
     tok = build_tokenizer()
     b = run_episodes(Scripted(tok, lambda t, r: f"a{t}"), load_env(f"{ENVS}:ToolEchoEnv", {"target": 3}), rows(1),

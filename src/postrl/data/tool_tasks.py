@@ -38,7 +38,7 @@ def _problems() -> tuple[tuple[str, str, str], ...]:
             if expr not in seen:
                 seen.add(expr)
                 out.append((kind, expr, str(value)))
-    # short_product: every 2-digit x 2-digit product with a 4-digit value (5,904 problems). Fixed
+    # short_product: every 2-digit x 2-digit product with a 4-digit value (6,610 problems). Fixed
     # lengths (5-character expression, 4-digit result) put the copy into the call and the copy of
     # the result into the answer at fixed offsets, which a tiny model learns in a few hundred SFT steps.
     out.extend(("short_product", f"{a}*{b}", str(a * b))
@@ -54,7 +54,7 @@ def calculator_problems(split: str, *, kinds: list[str] | None = None, seed: int
 
     kinds: "product" (a*b, a in 100..999, b in 10..99) and "sum" (a+b+c, each in 10..999);
     10,000 problems of each, default both; or "short_product" (every a*b with a, b in 10..99 and
-    a 4-digit value, 5,904 problems; only when named). Extra columns: `expression` (e.g. "482*37"), `kind`.
+    a 4-digit value, 6,610 problems; only when named). Extra columns: `expression` (e.g. "482*37"), `kind`.
     """
     chosen = _check_kinds(kinds)
     rows = [_row(f"What is {expr}?", answer, expression=expr, kind=kind)

@@ -10,12 +10,11 @@ Built-ins live in the `ENVS` registry; users name their own class as `module:Cla
 from __future__ import annotations
 
 import difflib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from postrl.registry import Registry
-from postrl.user_code import load_attr
+from postrl.user_code import check_kwargs, load_attr
 
 ENVS = Registry("environment")
 """Built-in environments by name; each entry's `fn` is the env class."""
@@ -71,7 +70,7 @@ def load_env(name: str, kwargs: dict | None = None) -> Callable[[], Env]:
         raise ValueError(f"unknown env {name!r}{hint} built-in envs: {', '.join(ENVS.names()) or '(none)'}; "
                          "for your own class give 'module:Class' or 'path/to/file.py:Class'")
     check_env_class(cls, name)
-    _check_kwargs(cls, kwargs, name)
+    check_kwargs(cls, kwargs, f"env {name!r}")
 
     def make() -> Env:
         return cls(**kwargs)
@@ -94,14 +93,3 @@ def check_env_class(cls: Any, name: str) -> None:
                         "step(action) -> StepResult (see docs/agents.md)")
 
 
-def _check_kwargs(cls: type, kwargs: dict, name: str) -> None:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ValueError(f"env {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
-                         f"its parameters are: {', '.join(params) or '(none)'}")

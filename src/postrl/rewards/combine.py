@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from postrl.rewards.registry import REWARDS
-from postrl.user_code import load_attr
+from postrl.user_code import check_kwargs, load_attr
 
 
 def load_reward_fn(name: str, kwargs: dict[str, Any] | None = None) -> Callable[..., list]:
@@ -43,21 +43,8 @@ def load_reward_fn(name: str, kwargs: dict[str, Any] | None = None) -> Callable[
     fn = load_attr(name, f"reward {name!r}")
     if not callable(fn):
         raise TypeError(f"reward {name!r}: {name.rsplit(':', 1)[1]} is a {type(fn).__name__}, not a function")
-    _check_user_kwargs(fn, kwargs, name)
+    check_kwargs(fn, kwargs, f"reward {name!r}")
     return functools.partial(fn, **kwargs)
-
-
-def _check_user_kwargs(fn: Callable, kwargs: dict[str, Any], name: str) -> None:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ValueError(f"reward {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
-                         f"its parameters are: {', '.join(params)}")
 
 
 @dataclass

@@ -33,7 +33,7 @@ class ChatRenderer:
     def __init__(self, tokenizer, *, plain: bool | None = None, tools: list[str] | tuple = (),
                  system_prompt: str | None = None):
         """`plain`: use the plain format (default: when the tokenizer has no chat template);
-        `tools`: tool names shown in the first observation (E2's `render_chat`);
+        `tools`: tool names shown in the first observation (`envs.tools.render_chat`);
         `system_prompt`: a system message put before a text first observation."""
         self.tokenizer = tokenizer
         self.plain = getattr(tokenizer, "chat_template", None) is None if plain is None else plain

@@ -152,7 +152,7 @@ def alt_prompt_batch(batch):
 
 
 # ------------------------------------------------------------------ token-level policy (per_turn rollout)
-from postrl.rollout.history import HISTORIES, HistoryInput  # noqa: E402  (E1's hook; after the pure helpers)
+from postrl.rollout.history import HISTORIES, HistoryInput  # noqa: E402  (the history-policy registry; after the pure helpers)
 
 
 class ContextIds(list):

@@ -5,7 +5,7 @@
   sampling refills and greedy baselines all run episodes unchanged;
 - `EpisodeRewards`: the reward of an episode = env return + the configured reward functions
   scored on the final transcript (the rows of one episode are scored once);
-- `env_metrics`: env/success, env/turns, env/tool_calls, env/timeouts, env/return (per episode),
+- `env_metrics`: env/success, env/turns, env/tool_calls, env/timeouts, env/max_tokens, env/return (per episode),
   env/branched (ARPO), env/history_len (history policies that report it, HCPO);
 - `build_replay`: ARPO's success replay (trainers/arpo_replay.py) when `env.replay` is set;
 - `check_config`: settings that cannot work with episodes, refused with the fix.
@@ -104,6 +104,9 @@ def env_metrics(batch) -> dict[str, float]:
             "env/turns": sum(m["num_turns"][b] for b in rows) / n,
             "env/tool_calls": sum(m["tool_calls"][b] for b in rows) / n,
             "env/timeouts": float(sum(m["finish_reason"][b] == "timeout" for b in rows)),
+            # share of episodes ended by env.max_total_tokens: a tool call that ran but whose result did
+            # not fit leaves env/turns at 1 with env/tool_calls > 0; this says why
+            "env/max_tokens": sum(m["finish_reason"][b] == "max_tokens" for b in rows) / n,
             "env/return": sum(m["episode_return"][b] for b in rows) / n,
             # ARPO: the share of episodes that branched off another; HCPO: past turns shown (per_turn rows)
             **({"env/branched": sum(m["branch_parent"][b] >= 0 for b in rows) / n} if "branch_parent" in m else {}),
