@@ -12,11 +12,8 @@ ids, then EOS). The judge is `online.judge` when set, else sigmoid(r_a - r_b) of
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,6 +23,7 @@ from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams
 from postrl.trainers.online_pairs import PAIR_RULES, Candidates, win_rates
 from postrl.trainers.scoring import completion_token_lists, score_batch
+from postrl.user_code import check_kwargs, load_attr
 
 # offsets of each source's sampling seed: the sources draw independent streams in one step
 SEED_OFFSETS = {"policy": 0, "strong": 1, "weak": 2, "reference": 3, "opponent": 4}
@@ -68,22 +66,11 @@ def load_judge(spec) -> Callable[[list, list, list], list[float]]:
         if not spec.kwargs.get("path"):
             raise ValueError("online.judge: reward_model needs kwargs.path, the `final` directory of a `postrl rm` run")
         return functools.partial(judge, **spec.kwargs)
-    target, _, attr = spec.name.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"online.judge.name={spec.name!r}: file {target} does not exist")
-        mod_spec = importlib.util.spec_from_file_location(f"postrl_judge_{path.stem}", path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise ImportError(f"online.judge.name={spec.name!r}: cannot import {target!r} ({e})") from None
-    fn = getattr(module, attr, None)
+    what = f"online.judge.name={spec.name!r}"
+    fn = load_attr(spec.name, what)
     if not callable(fn):
-        raise AttributeError(f"online.judge.name={spec.name!r}: {target} has no function {attr!r}")
+        raise TypeError(f"{what}: {spec.name.rsplit(':', 1)[1]} is a {type(fn).__name__}, not a function")
+    check_kwargs(fn, spec.kwargs, what)
     return functools.partial(fn, **spec.kwargs)
 
 
