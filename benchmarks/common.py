@@ -159,6 +159,32 @@ def run_measured(cmd: list[str], *, cwd: str | Path, log: str | Path, env: dict 
     return Measured(r["exit_code"], wall, r["max_rss_kb"] / 1024)
 
 
+ONE_THREAD_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+                  "MKL_NUM_THREADS": "1"}
+"""Environment of a benchmark's `postrl` child: offline, one torch thread (runs go side by side)."""
+
+
+def run_postrl(command: str, config: dict, run_dir: Path, label: str) -> str | None:
+    """`postrl COMMAND` on `config` (written beside `run_dir` as NAME.yaml, log NAME.log) with one
+    thread, resumable; nothing happens when run_dir/summary.json exists. Returns None on success,
+    else the log's tail (also printed)."""
+    import yaml
+
+    if (run_dir / "summary.json").exists():
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir.parent / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log = run_dir.parent / f"{run_dir.name}.log"
+    m = run_measured([sys.executable, "-m", "postrl.cli", command, str(path), "--resume"], cwd=".", log=log,
+                     env=ONE_THREAD_ENV)
+    if m.exit_code != 0:
+        print(f"[{label}] FAILED (exit {m.exit_code}):\n{tail(log, 8)}", flush=True)
+        return tail(log, 8)
+    print(f"[{label}] done in {m.wall_s:.0f} s", flush=True)
+    return None
+
+
 def tail(path: str | Path, lines: int = 25) -> str:
     text = Path(path).read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])

@@ -29,18 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import SIZES, machine_stamp, markdown_table, run_measured, tail
+from benchmarks.common import SIZES, machine_stamp, markdown_table, run_postrl
 
 OUT = Path("runs/bench")
 DOCS_TABLE = Path("docs/compare_algorithms.md")
 DOCS_PLOT = Path("docs/compare_algorithms.png")
 KS = [1, 8]
-CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-             "MKL_NUM_THREADS": "1"}
 
 
 def run_config(preset: str, seed: int, model: str, steps: int, eval_every: int, eval_limit: int,
@@ -60,21 +57,11 @@ def run_config(preset: str, seed: int, model: str, steps: int, eval_every: int, 
 
 
 def run_one(preset: str, seed: int, model: str, args, root: Path) -> dict:
-    import yaml
-
     run_dir = root / preset / f"seed{seed}"
-    if not (run_dir / "summary.json").exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config = run_dir.parent / f"seed{seed}.yaml"
-        config.write_text(yaml.safe_dump(run_config(preset, seed, model, args.steps, args.eval_every,
-                                                    args.eval_limit, run_dir, args.mini_batches), sort_keys=False))
-        log = run_dir.parent / f"seed{seed}.log"
-        m = run_measured([sys.executable, "-m", "postrl.cli", "train", str(config), "--resume"], cwd=".",
-                         log=log, env=CHILD_ENV)
-        if m.exit_code != 0:
-            print(f"[{preset} seed {seed}] FAILED (exit {m.exit_code}):\n{tail(log, 8)}", flush=True)
-            return {"preset": preset, "seed": seed, "failed": tail(log, 8)}
-        print(f"[{preset} seed {seed}] done in {m.wall_s:.0f} s", flush=True)
+    config = run_config(preset, seed, model, args.steps, args.eval_every, args.eval_limit, run_dir, args.mini_batches)
+    failed = run_postrl("train", config, run_dir, f"{preset} seed {seed}")
+    if failed:
+        return {"preset": preset, "seed": seed, "failed": failed}
     return read_run(preset, seed, run_dir)
 
 

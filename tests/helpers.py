@@ -68,3 +68,19 @@ def same_final_weights(run_a: Path, run_b: Path) -> bool:
 
     a, b = (load_file(str(r / "final" / "model.safetensors")) for r in (run_a, run_b))
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def train_keeping_batches(monkeypatch, cfg) -> tuple[dict, list]:
+    """`rl.train(cfg)` with `collect` spied on: (summary, [(parts, collect's result) per step])."""
+    from postrl.trainers import rl
+
+    seen, real = [], rl.collect
+
+    def spy(p, *args):
+        seen.append((p, real(p, *args)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(rl, "collect", spy)
+    summary = rl.train(cfg)
+    monkeypatch.undo()
+    return summary, seen

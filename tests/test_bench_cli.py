@@ -208,3 +208,44 @@ def test_median_after_warmup_drops_the_first_value():
 def test_markdown_table_formats_cells():
     text = markdown_table(["a", "b"], [[1.23456, None], ["x", 12345.6]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | - |", "| x | 12,346 |"]
+
+
+# ------------------------------------------------------------------------- compare_samplers
+def test_compare_samplers_reads_rollouts_gain_and_time_to_target(tmp_path):
+    from benchmarks.compare_samplers import read_run, run_config
+
+    # 3 steps: the second refills (24 groups of 8 generated) and retries 5 hinted completions
+    steps = [{"step": 1, "zero_variance_groups": 0.5, "time/step": 2.0},
+             {"step": 2, "zero_variance_groups": 0.25, "time/step": 3.0,
+              "dynamic_sampling/generated_groups": 24, "hints/rescue_tries": 5},
+             {"step": 3, "zero_variance_groups": 0.0, "time/step": 4.0}]
+    evals = [{"step": 0, "accuracy": 0.40}, {"step": 2, "accuracy": 0.43}, {"step": 3, "accuracy": 0.45}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(s) for s in steps))
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(e) for e in evals))
+    run = read_run("vade", 0, tmp_path, target_gain=0.03)
+    assert run["rollouts"] == 128 + (24 * 8 + 5) + 128 == 453
+    assert run["gain"] == pytest.approx(0.05) and run["per_point"] == pytest.approx(453 / 5)
+    assert run["seconds_to_target"] == 5.0          # first eval >= 0.43 is at step 2: 2 s + 3 s of training
+    assert run["zero_variance"] == pytest.approx(0.25)
+    assert run["curve"] == [(0.0, 0.40), (325.0, 0.43), (453.0, 0.45)]
+    assert read_run("vade", 0, tmp_path, target_gain=0.2)["seconds_to_target"] is None
+
+    args = type("A", (), {"steps": 5, "lr": 1e-4, "per_level": 4, "eval_limit": 10, "eval_every": 5})()
+    from postrl.config import RLConfig, resolve
+
+    for name in ("vade", "scaf_grpo", "success_replay"):   # every benchmark run is a valid postrl config
+        cfg = resolve(RLConfig, run_config(name, 0, "tiny", args, tmp_path / name))
+        assert cfg.sampler.name == ("uniform" if name == "success_replay" else name)
+    assert cfg.replay is not None
+
+
+def test_length_control_runs_are_valid_postrl_configs(tmp_path):
+    from benchmarks.length_control import RUNS, rl_config
+    from postrl.config import RLConfig, resolve
+
+    for run in RUNS:
+        cfg = resolve(RLConfig, rl_config(run, 0, "tiny", tmp_path / run))
+        assert (cfg.length.name if cfg.length else None) == {"hapo": "hapo", "length_schedule": "length_schedule",
+                                                             "hbpo": "hbpo"}.get(run)
+    hbpo = resolve(RLConfig, rl_config("hbpo", 0, "tiny", tmp_path / "h"))
+    assert hbpo.rollout.budgets == [8, 24, 48] and hbpo.rollout.n == 12 and hbpo.train.prompts_per_step == 16

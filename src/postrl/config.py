@@ -183,6 +183,17 @@ class RolloutSection(Section):
     """Mixed-policy groups (TempSamp-R1, arXiv 2509.18056): the dataset column holding a reference
     solution; the last completion of every group is replaced by it (its tokens + EOS, trained on
     like a sample, behaviour log-probs from the learner). Marked in batch.metadata["reference_injected"]."""
+    budgets: list[int] | None = None
+    """HBPO budget subgroups (arXiv 2507.15844; `rollout/budgets.py`): the n completions of a prompt are
+    split into len(budgets) subgroups, subgroup k sampled after `budget_prompt` with budget b_k;
+    each row's budget is in batch.metadata["budget"] (the `hbpo` length shaper reads it). n must be
+    divisible by len(budgets). Evaluation samples without a budget prompt."""
+    budget_prompt: str = "I will answer the question within {budget} tokens.\n"
+    """Format string with {budget}, appended to the prompt tokens of each budget subgroup (the paper
+    puts "I will answer the question within b tokens" right after the reasoning tag)."""
+    budget_cap: bool = False
+    """False (the paper): every subgroup may use rollout.max_new_tokens and the reward penalises
+    overshooting; True: subgroup k stops at b_k tokens."""
 
 
 class RewardSpec(Section):
@@ -214,6 +225,15 @@ class RewardCombine(Section):
 
     name: str = "weighted_sum"
     """weighted_sum, trust (SophiaVL-R1), constraints (CGPO judges), consistency (GRPO-CARE)."""
+    kwargs: dict[str, Any] = {}
+
+
+class LengthSection(Section):
+    """Reasoning-length control on top of the step's reward (`rewards/length.py`, LENGTH_SHAPERS)."""
+
+    name: str
+    """hapo (shortest correct length so far per prompt), hbpo (budget subgroups; needs
+    rollout.budgets), length_schedule (Kimi k1.5's group length reward with a scheduled weight)."""
     kwargs: dict[str, Any] = {}
 
 
@@ -427,6 +447,8 @@ class RLConfig(RunConfig):
     rollout: RolloutSection = RolloutSection()
     rewards: list[RLRewardSpec] = [RLRewardSpec(name="exact_match")]
     reward_combine: RewardCombine = RewardCombine()
+    length: LengthSection | None = None
+    """Length shaping of the reward (HAPO, HBPO, scheduled length reward); None: off."""
     process_rewards: list[RewardSpec] = []
     """Process rewards (rewards/process.py: prm, implicit_prm, rto, ...): token and step rewards added
     after outcome scoring (trainers/process_scoring.py, docs/process_rewards.md)."""
@@ -439,6 +461,10 @@ class RLConfig(RunConfig):
     distributed: DistributedSection = DistributedSection()
     env: EnvSection | None = None
     """Multi-turn agent training: episodes with this environment instead of single completions."""
+    replay: ReplaySection | None = None
+    """Success replay of single completions (ARPO, arXiv 2505.16282; trainers/arpo_replay.py): an
+    all-failed group's last completion is replaced by a stored success of the same prompt, with the
+    rewards it was scored with. Checkpointed. Episodes (env:) use env.replay instead."""
 
     @model_validator(mode="after")
     def _check_names_and_combinations(self):
@@ -498,6 +524,11 @@ class RLConfig(RunConfig):
         from postrl.rewards.shaping import check_config as check_reward_shaping
 
         check_reward_shaping(self)
+        from postrl.rewards.length import check_config as check_length
+        from postrl.rollout.budgets import check_config as check_budgets
+
+        check_length(self)
+        check_budgets(self)
         if self.env is not None:
             from postrl.trainers.env_rollout import check_config as check_env
 
@@ -958,6 +989,14 @@ def _check_loop_features(cfg: RLConfig) -> None:
         raise ValueError(f"algorithm.kl_schedule={a.kl_schedule!r} needs algorithm.kl_coef_start (the coefficient "
                          f"at step 0; it moves to algorithm.kl_coef={a.kl_coef}), e.g. kl_coef_start: 0.0")
     sampler = samplers.SAMPLERS[cfg.sampler.name]
+    from postrl.trainers.hints import check_config as check_hints
+
+    check_hints(cfg)  # a sampler that adds hints or answer prefixes to prompts (trainers/hints.py)
+    from postrl.trainers.arpo_replay import check_config as check_replay
+    from postrl.trainers.groups import check_config as check_groups
+
+    check_groups(cfg)  # a sampler that drops rows or allocates rollouts unevenly (trainers/groups.py)
+    check_replay(cfg)  # the single-completion success replay
     if getattr(sampler, "filters_groups", False):
         if lag:
             raise ValueError(f"sampler.name={cfg.sampler.name!r} refills the batch within the step, which needs "
@@ -1033,11 +1072,7 @@ def _check_scalar_model(m: ModelSection, command: str, what: str) -> None:
 
 
 def _in_registry(registry, name: str, key: str) -> None:
-    if name not in registry:
-        close = difflib.get_close_matches(name, registry.names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{key}: unknown {registry.kind} {name!r}{hint}; valid names: "
-                         f"{', '.join(registry.names())}")
+    registry.check_name(name, key)
 
 
 # ----------------------------------------------------------------------------------- loading

@@ -9,6 +9,7 @@ cannot drift from the code.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -85,6 +86,13 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def check_name(self, name: str, key: str) -> None:
+        """Reject a name that is not registered, naming the config `key`, the closest name and the valid ones."""
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{key}: unknown {self.kind} {name!r}{hint}; valid names: {', '.join(self.names())}")
 
     def check_kwargs(self, name: str, kwargs: dict[str, Any], where: str) -> None:
         """Reject keyword hyper-parameters the entry does not take, naming the valid ones.

@@ -155,3 +155,17 @@ def test_countdown_train_and_test_are_disjoint_and_stable():
     # Another seed generates other problems, but a shared problem lands in the same split.
     other_train = {content(r) for r in countdown("train", size=2000, seed=1)}
     assert not other_train & test
+
+
+def test_per_level_caps_each_level_in_order():
+    full = arithmetic("train", level=[1, 2], seed=3)
+    capped = arithmetic("train", level=[1, 2], seed=3, per_level=5)
+    want = [r for r in full if r["level"] == 1][:5] + [r for r in full if r["level"] == 2][:5]
+    assert sorted(r["prompt"][0]["content"] for r in capped) == sorted(r["prompt"][0]["content"] for r in want)
+    assert [r["level"] for r in capped].count(1) == 5 and len(capped) == 10
+    # the shuffled order is kept: capped rows appear in the order of the full list
+    order = [r["prompt"][0]["content"] for r in full]
+    positions = [order.index(r["prompt"][0]["content"]) for r in capped]
+    assert positions == sorted(positions)
+    with pytest.raises(ValueError, match="per_level must be >= 1"):
+        arithmetic("train", level=2, per_level=0)

@@ -17,6 +17,8 @@ from postrl.algorithms import advantages_process  # noqa: F401  (PRIME, PURE: cr
 from postrl.algorithms import losses_history  # noqa: F401  (HCPO: full/compressed-history branches)
 from postrl.algorithms import advantages_agent, advantages_archer, presets_agent  # noqa: F401  (agent credit)
 from postrl.algorithms import advantages_aspo, advantages_igpo, advantages_spa  # noqa: F401  (IGPO, SPA-RL, ASPO)
+from postrl.algorithms import advantages_truncation  # noqa: F401  (Skywork-OR1 truncation masks)
+from postrl.algorithms import advantages_xrpo  # noqa: F401  (XRPO novelty sharpening)
 from postrl.algorithms.aggregation import AGG_MODES, aggregate  # noqa: F401
 from postrl.algorithms.kl import kl_penalty  # noqa: F401
 from postrl.algorithms.policy_losses import LossOutput  # noqa: F401

@@ -52,13 +52,17 @@ def grpo(batch: RolloutBatch, *, eps: float = 1e-6, scale_by_std: bool = True) -
     std is the unbiased sample std of the group. A group of one completion, or a group with all
     rewards equal, gets advantage 0 (no relative signal). `scale_by_std=False` gives Dr. GRPO.
     """
+    return broadcast(group_normalized(batch, eps=eps, scale_by_std=scale_by_std), batch)
+
+
+def group_normalized(batch: RolloutBatch, *, eps: float = 1e-6, scale_by_std: bool = True) -> torch.Tensor:
+    """GRPO's per-completion advantage [B] (before broadcasting over tokens)."""
     r = sequence_returns(batch)
     mean, std, count = group_stats(r, batch.group_ids)
     adv = r - mean
     if scale_by_std:
         adv = adv / (std + eps)
-    adv = torch.where(count > 1, adv, torch.zeros_like(adv))
-    return broadcast(adv, batch)
+    return torch.where(count > 1, adv, torch.zeros_like(adv))
 
 
 @ADVANTAGES.register("dr_grpo", paper="Understanding R1-Zero-Like Training: A Critical Perspective",

@@ -15,6 +15,7 @@ MEASURED = Path(__file__).resolve().parents[3] / "docs" / "compare_algorithms.md
 def registries():
     from postrl.algorithms import ADVANTAGES, POLICY_LOSSES, PRESETS
     from postrl.rewards import COMBINERS, PROCESS_REWARDS, REWARDS
+    from postrl.rewards.length import LENGTH_SHAPERS
     from postrl.rollout import ENGINES
     from postrl.rollout.history import HISTORIES
     from postrl.samplers import SAMPLERS
@@ -22,6 +23,7 @@ def registries():
 
     return {"advantage estimators": ADVANTAGES, "policy losses": POLICY_LOSSES, "samplers": SAMPLERS,
             "rewards": REWARDS, "process rewards": PROCESS_REWARDS, "reward combiners": COMBINERS,
+            "length shapers (length.name)": LENGTH_SHAPERS,
             "rollout engines": ENGINES, "history policies (env.history)": HISTORIES, "presets": PRESETS,
             "pair rules (postrl online)": PAIR_RULES}
 

@@ -25,6 +25,7 @@ from postrl.data import code_tasks, prlcoder  # noqa: F401  (task:python_functio
 from postrl.data import step_tasks  # noqa: F401  (registers arithmetic_steps, step-labelled data)
 from postrl.data import tool_tasks  # noqa: F401  (task:calculator_problems, task:tool_trajectories)
 from postrl.data import agent_tasks  # noqa: F401  (gridworld, search_qa and their _sft warm starts)
+from postrl.data import length_tasks  # noqa: F401  (task:arithmetic_verbose, answers of three lengths)
 from postrl.data.preference import PreferenceRow, load_preference_rows
 
 __all__ = [

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import random
 
+from postrl.data.arithmetic_hints import arithmetic_hints
 from postrl.registry import Registry
 
 TASKS = Registry("task")
@@ -95,7 +96,7 @@ def _level_problems(level: int) -> tuple[tuple[str, str, float], ...]:
 @TASKS.register("arithmetic", paper="built-in synthetic task",
                 summary="'12+34=' -> '46'; levels 1-5 from one-digit sums to 3-digit +/- and products")
 def arithmetic(split: str, *, level: int | list[int] = 2, seed: int = 0, test_fraction: float = 0.1,
-               limit: int | None = None) -> list[dict]:
+               limit: int | None = None, hints: bool = False, per_level: int | None = None) -> list[dict]:
     """Integer arithmetic written as `a+b=`; the answer is the result as a string.
 
     level 1: a+b, a,b in 0..9 (100 problems)       level 2: a+b, a,b in 0..99 (10,000; the demo)
@@ -103,7 +104,10 @@ def arithmetic(split: str, *, level: int | list[int] = 2, seed: int = 0, test_fr
     sample of 20,000)                              level 5: a*b, a in 0..9, b in 0..99 (1,000)
     Differences may be negative ("3-7=" -> "-4"). A list of levels takes the union; a problem in
     several listed levels (e.g. "3+4=" is in 1, 2 and 3) appears once, under the first listed.
-    Extra column: `level`.
+    `per_level` keeps at most that many problems of each listed level (after the split and the
+    shuffle), for a mix of difficulties in fixed proportions (levels differ in size by 200x).
+    Extra column: `level`; with `hints: true` also `hint_1`..`hint_3`, tiered hints (the method,
+    the first step, all but the last character of the answer) for `scaf_grpo` (data/arithmetic_hints.py).
     """
     _check_split(split)
     _check_fraction(test_fraction)
@@ -118,9 +122,20 @@ def arithmetic(split: str, *, level: int | list[int] = 2, seed: int = 0, test_fr
                 seen.add(text)
                 kept.append((text, answer, lv))
     random.Random(seed).shuffle(kept)
+    if per_level is not None:
+        if per_level < 1:
+            raise ValueError(f"arithmetic: per_level must be >= 1 (or unset), got {per_level}")
+        taken = {lv: 0 for lv in levels}
+        capped = []
+        for problem in kept:
+            taken[problem[2]] += 1
+            if taken[problem[2]] <= per_level:
+                capped.append(problem)
+        kept = capped
     if limit is not None:
         kept = kept[:limit]
-    return [_row(text, answer, level=lv) for text, answer, lv in kept]
+    return [_row(text, answer, level=lv, **(arithmetic_hints(text, answer) if hints else {}))
+            for text, answer, lv in kept]
 
 
 # ----------------------------------------------------------------------------------- countdown

@@ -190,13 +190,7 @@ def check_config(cfg) -> None:
     from postrl.algorithms import ADVANTAGES
 
     c = cfg.reward_combine
-    if c.name not in COMBINERS:
-        import difflib
-
-        close = difflib.get_close_matches(c.name, COMBINERS.names(), n=1)
-        raise ValueError(f"reward_combine.name: unknown reward combiner {c.name!r}"
-                         f"{f' (did you mean {close[0]!r}?)' if close else ''}; valid names: "
-                         f"{', '.join(COMBINERS.names())}")
+    COMBINERS.check_name(c.name, "reward_combine.name")
     COMBINERS.check_kwargs(c.name, c.kwargs, "reward_combine.kwargs")
     entry = COMBINERS.get(c.name)
     names = display_names(cfg.rewards)

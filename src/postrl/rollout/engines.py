@@ -31,6 +31,9 @@ class SamplingParams:
     progress: float = 0.0
     """Training progress (step / train.steps) of the step this batch trains: token engines ignore it;
     episode rollouts pass it to history policies (HCPO's context sampling). 0 outside training."""
+    entropy: bool = False
+    """Also return each sampled token's entropy in `metadata["token_entropy"]` (the hf engine; a
+    sampler that needs "token_entropy", e.g. D3S, asks for it)."""
 
     @classmethod
     def from_config(cls, rollout, *, greedy: bool = False, n: int | None = None,

@@ -88,8 +88,10 @@ class HFEngine:
 
         `first_index` is the global index of `prompt_ids[0]`: it keys the random streams, so a pool
         that calls each worker with its shard's offset gets, concatenated, the result of one call.
-        `entropy`: also fill `metadata["token_entropy"]` (per row, one float per completion token).
+        `entropy` (or `params.entropy`): also fill `metadata["token_entropy"]` (per row, one float
+        per completion token).
         """
+        entropy = entropy or params.entropy
         expanded = [p for p in prompt_ids for _ in range(params.n)]
         keys = [(first_index + i, j) for i in range(len(prompt_ids)) for j in range(params.n)]
         group_ids = [i for i in range(len(prompt_ids)) for _ in range(params.n)]

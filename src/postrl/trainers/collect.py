@@ -10,8 +10,19 @@ advantages. In order, and each only when configured (the plain loop pays for non
 3. group filtering and refill (a sampler with `filters_groups`, e.g. DAPO's dynamic sampling):
    rejected groups are dropped and the missing ones drawn, generated and scored, for at most
    `sampler.max_rounds` rounds; logs `dynamic_sampling/{rounds,kept_groups,generated_groups}`;
+3'. uneven allocation (a sampler that `allocates`, XRPO; trainers/groups.py): the rest of the
+   budget prompts_per_step * n - rows is generated for the prompts the sampler picks and merged into
+   their groups; logs `allocation/...`;
+3a. prompt additions (a sampler that decorates or rescues, trainers/hints.py): rows carry their
+   hint / answer prefix (refills are decorated too); Scaf-GRPO's hinted retries replace one
+   rollout of each all-failed group; logs `hints/...`;
+3a'. success replay of single completions (top-level `replay`, ARPO arXiv 2505.16282;
+   trainers/arpo_replay.py): an all-failed group's last completion is replaced by a stored success
+   of the same prompt, with its stored rewards; logs `replay/...`;
 3b. reward shaping (`rewards/shaping.py`: per-reward normalize/clip, `reward_combine`) of the final
    batch, which becomes `batch.rewards` (the raw per-function values stay in the result);
+3c. length shaping (`length`, rewards/length.py: HAPO, HBPO, scheduled length reward): rewrites
+   `batch.rewards` from each completion's length and correctness; logs `length/...`;
 4. behaviour log-probs of injected rows: the learner's current log-probs (one no-grad forward
    over those rows), so their importance ratio is defined;
 5. overlong filtering (`algorithm.mask_truncated`, DAPO): loss_mask 0 on truncated completions;
@@ -32,6 +43,7 @@ from postrl.algorithms import ADVANTAGES
 from postrl.rewards import RewardResult
 from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams
+from postrl.trainers import groups, hints
 from postrl.trainers.scoring import score_batch
 
 
@@ -52,21 +64,35 @@ def collect(p, idx: list[int], batch: RolloutBatch, seed: int, step: int = 0):
     """Score the step's batch and apply the configured loop features; returns
     (idx, batch with rewards, RewardResult, metrics). `seed` is the step's sampling seed."""
     cfg, metrics = p.cfg, {}
+    hints.mark(batch, p.additions.pop(step, None))  # a decorating sampler's hints / answer prefixes
     scored = score(p, idx, batch)
     if p.sampler.filters_groups:
         def more(k: int, round_: int) -> Scored:  # draws happen here, inside the step: resume stays exact
             new = p.sampler.next(k)
             params = replace(SamplingParams.from_config(cfg.rollout), progress=step / cfg.train.steps)
-            gen = p.rollouts.generate([p.train_ids[i] for i in new], params, (seed + 104_729 * round_) % 2**62)
+            ids, additions = hints.prompts_for(p, new)
+            gen = p.rollouts.generate(ids, params, (seed + 104_729 * round_) % 2**62)
+            hints.mark(gen, additions)
             return score(p, new, gen)
 
         scored, info = refill(scored, more, p.sampler.keep, cfg.train.prompts_per_step, p.sampler.max_rounds)
         metrics.update(info)
     idx, batch, result = scored.idx, scored.batch, scored.result
+    if p.sampler.allocates:  # XRPO: the rest of the rollout budget to the most uncertain prompts (trainers/groups.py)
+        batch, result, allocation_metrics = groups.allocate(p, idx, batch, result, seed, step)
+        metrics.update(allocation_metrics)
+    if p.sampler.decorates or p.sampler.rescues:  # Scaf-GRPO's hinted retries, hints/... metrics
+        batch, result, hint_metrics = hints.finish(p, idx, batch, result, seed, step)
+        metrics.update(hint_metrics)
+    if p.episode_replay is not None and cfg.env is None:  # single-turn success replay (trainers/arpo_replay.py)
+        batch, result, replay_metrics = p.episode_replay.single_turn(batch, result, idx, seed)
+        metrics.update(replay_metrics)
     if p.shaper is not None:
         result, shaping_metrics = p.shaper(result, batch, step)
         metrics.update(shaping_metrics)
     batch.rewards = result.total
+    if p.length_shaper is not None:  # HAPO / HBPO / scheduled length reward on top (rewards/length.py)
+        metrics.update(p.length_shaper.apply(batch, idx, result, p.rewards, step))
     if cfg.rollout.inject_reference is not None:
         metrics.update(reference_behavior_logprobs(p.learner, batch))
     if cfg.algorithm.mask_truncated:

@@ -7,7 +7,8 @@
   scored on the final transcript (the rows of one episode are scored once);
 - `env_metrics`: env/success, env/turns, env/tool_calls, env/timeouts, env/max_tokens, env/return (per episode),
   env/branched (ARPO), env/history_len (history policies that report it, HCPO);
-- `build_replay`: ARPO's success replay (trainers/arpo_replay.py) when `env.replay` is set;
+- `build_replay`: ARPO's success replay (trainers/arpo_replay.py) when `env.replay` (or, without env,
+  the top-level `replay`) is set;
 - `check_config`: settings that cannot work with episodes, refused with the fix.
 """
 
@@ -42,11 +43,9 @@ def episode_engine(cfg, engine, tokenizer) -> EpisodeEngine:
 
 
 def build_replay(cfg):
-    if cfg.env is None or cfg.env.replay is None:
-        return None
-    from postrl.trainers.arpo_replay import EpisodeReplay
+    from postrl.trainers.arpo_replay import build_replay
 
-    return EpisodeReplay(capacity=cfg.env.replay.capacity, threshold=cfg.env.replay.threshold)
+    return build_replay(cfg)  # env.replay (episodes), or the top-level replay (single completions)
 
 
 class EpisodeRewards:

@@ -32,13 +32,17 @@ from postrl.learner.models import load_model, load_tokenizer, resolve_device
 from postrl.rewards import RewardSet
 from postrl.rollout.engines import SamplingParams, build_engine
 from postrl.rollout.pipeline import Replica, Rollouts, ShardedEngine
-from postrl.samplers import SAMPLERS
+from postrl.samplers import build_sampler
 from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.rewards.shaping import build_shaper
+from postrl.rewards.length import build_length_shaper
+from postrl.rollout import budgets
 from postrl.rewards.text_overlap import check_reward_columns
 from postrl.trainers import env_rollout
 from postrl.trainers.collect import collect, per_sample_total
+from postrl.trainers.groups import group_rewards, sampling_params
 from postrl.trainers.evaluate import evaluate
+from postrl.trainers.hints import prompts_for
 from postrl.trainers.process_scoring import add_process_rewards, add_token_rewards
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import seed_everything, start_run
@@ -65,7 +69,9 @@ class Parts:
     critic: Any = None  # the value model (learner/critic.py) when the estimator needs "values"
     critic_replay: Any = None  # its replay buffer + target critic (learner/critic_replay.py) for "critic_replay"; checkpointed
     shaper: Any = None  # rewards/shaping.py when rewards are normalised, clipped or combined; checkpointed
-    episode_replay: Any = None  # trainers/arpo_replay.py when env.replay is set; checkpointed
+    episode_replay: Any = None  # trainers/arpo_replay.py when env.replay or (single-turn) replay is set; checkpointed
+    length_shaper: Any = None  # rewards/length.py when `length` is set (HAPO's history); checkpointed
+    additions: dict = field(default_factory=dict)  # step -> the sampler's prompt additions (trainers/hints.py)
 
     @property
     def is_main(self) -> bool:
@@ -79,7 +85,8 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     if cfg.env is not None:  # the EpisodeEngine resets an env from each dataset row
         train_ids, eval_ids = train_rows, eval_rows
     check_reward_columns(cfg.rewards, train_rows)  # a missing references column fails before any sampling
-    sampler = SAMPLERS[cfg.sampler.name](len(train_rows), cfg.seed, **cfg.sampler.kwargs)
+    sampler = build_sampler(cfg.sampler.name, cfg.sampler.kwargs, len(train_rows), cfg.seed, rows=train_rows,
+                            tokenizer=tokenizer)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
     critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
     est = ADVANTAGES.get(cfg.algorithm.advantage)
@@ -90,7 +97,8 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
         spec.max_tokens = cfg.env.max_total_tokens
     return Parts(cfg, device, tokenizer, learner, rollouts, eval_engine, spec, rewards,
                  sampler, train_rows, train_ids, eval_rows, eval_ids, dp, critic=critic, critic_replay=replay,
-                 shaper=build_shaper(cfg, learner, tokenizer), episode_replay=env_rollout.build_replay(cfg))
+                 shaper=build_shaper(cfg, learner, tokenizer), episode_replay=env_rollout.build_replay(cfg),
+                 length_shaper=build_length_shaper(cfg))
 
 
 def _placement(cfg: RLConfig, tokenizer, device, dp):
@@ -125,6 +133,7 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
     # an engine that holds its own weights (vllm) is synced after every update; hf on the
     # learner's own module needs nothing
     shares = not (sharded or lag) and getattr(engine, "shares_model", True)
+    engine = budgets.wrap(cfg, engine, tokenizer)  # rollout.budgets: HBPO budget subgroups (training only)
     if dp is not None:
         engine = ShardedEngine(engine, dp)
     rollouts = Rollouts(engine, weights=learner.state_dict, lag=lag, background=lag > 0, shares_model=shares)
@@ -159,14 +168,14 @@ def encode_split(cfg, tokenizer, split, source, limit=None):
 def request_rollouts(p: Parts, step: int, saved: dict[int, list[int]] | None = None) -> None:
     """Ask for the batches of steps step..step+k (k = max_off_policy_steps) not yet requested."""
     cfg = p.cfg
-    params = SamplingParams.from_config(cfg.rollout)
+    params = sampling_params(p)  # the sampler's first_n(rollout.n) per prompt, entropies if it needs them
     last = min(step + cfg.distributed.max_off_policy_steps, cfg.train.steps - 1)
     for s in range(step, last + 1):
         if s in p.rollouts.pending():
             continue
         idx = (saved or {}).pop(s, None) or p.sampler.next(cfg.train.prompts_per_step)
-        p.rollouts.request(s, idx, [p.train_ids[i] for i in idx], replace(params, progress=s / cfg.train.steps),
-                           _step_seed(cfg.seed, s))
+        ids, p.additions[s] = prompts_for(p, idx)  # with a decorating sampler's hints (trainers/hints.py)
+        p.rollouts.request(s, idx, ids, replace(params, progress=s / cfg.train.steps), _step_seed(cfg.seed, s))
 
 
 def rl_step(p: Parts, step: int) -> dict[str, float]:
@@ -176,7 +185,8 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     idx, batch = p.rollouts.get(step)
     t_gen = time.perf_counter() - t0
     replay_metrics = {}
-    if p.episode_replay is not None:  # all-failed episode groups get a stored success (before scoring)
+    if p.episode_replay is not None and cfg.env is not None:  # all-failed episode groups get a stored success
+        # (before scoring; single-turn groups get theirs after scoring, trainers/collect.py)
         batch, replay_metrics = p.episode_replay(batch, idx, _step_seed(cfg.seed, step))
 
     # score, plus the configured loop features: reference injection, dynamic-sampling refill,
@@ -211,6 +221,11 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
                              answer_prefix=hp["answer_prefix"], micro_batch=hp["micro_batch"])
     state = (p.advantage_state,) if "state" in estimator.needs else ()
     advantages = estimator.fn(batch, *state, **cfg.algorithm.advantage_kwargs)
+    # per group (sizes may differ), the reward before length shaping (`length`), for sampler.update
+    rewards_G = group_rewards(batch, len(idx), episodes=cfg.env is not None, values=result.total)
+    if p.sampler.selects:  # D3S drops rows and masks tokens, PC-GRPO re-weights groups (samplers/base.py)
+        batch, advantages, select_metrics = p.sampler.select(batch, advantages, step / cfg.train.steps)
+        loop_metrics.update(select_metrics)
     old_values = batch.values  # the policy update clears batch.values
 
     t1 = time.perf_counter()
@@ -230,16 +245,15 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
     p.rollouts.sync()
     t_train = time.perf_counter() - t1
 
-    episode_rewards = batch.rewards[env_rollout.episode_rows(batch)] if cfg.env is not None else batch.rewards
-    rewards_G = episode_rewards.view(len(idx), cfg.rollout.n)
-    p.sampler.update(idx, rewards_G.tolist())
+    p.sampler.update(idx, rewards_G)
+    loop_metrics.update({f"sampler/{k}": v for k, v in p.sampler.metrics().items()})
     success = primary_success(result, p.rewards, cfg.algorithm.success_threshold)
     lengths = batch.completion_mask.sum(-1).float()
     step_time = time.perf_counter() - t0
     metrics.update({**loop_metrics, "kl_coef": p.spec.kl_coef,
         "reward/mean": float(batch.rewards.mean()), "reward/std": float(batch.rewards.std()) if batch.size > 1 else 0.0,
         "accuracy": float(success.mean()),
-        "zero_variance_groups": float((rewards_G.std(-1) == 0).float().mean()) if cfg.rollout.n > 1 else 1.0,
+        "zero_variance_groups": sum(max(r) == min(r) for r in rewards_G) / len(rewards_G) if cfg.rollout.n > 1 else 1.0,
         "advantage/abs_mean": float(advantages.abs().sum() / batch.loss_mask.sum().clamp(min=1)),
         "completion_len/mean": float(lengths.mean()), "completion_len/max": float(lengths.max()),
         "truncated_frac": sum(r == "length" for r in batch.metadata["finish_reason"]) / batch.size,
@@ -307,6 +321,8 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
         p.advantage_state.update(state.pop("advantage_state", {}))
         if p.shaper is not None:
             p.shaper.load_state_dict(state.pop("reward_shaping", {}), ckpt)
+        if p.length_shaper is not None:
+            p.length_shaper.load_state_dict(state.pop("length_shaper", {}))
         if p.episode_replay is not None:
             p.episode_replay.load_state_dict(state.pop("arpo_replay"))
         saved = {int(k): v for k, v in state.pop("pending", {}).items()}  # prompts drawn, not yet trained on
@@ -350,6 +366,8 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
             if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
                 if p.shaper is not None:
                     state["reward_shaping"] = p.shaper.state_dict()
+                if p.length_shaper is not None:
+                    state["length_shaper"] = p.length_shaper.state_dict()
                 if p.episode_replay is not None:
                     state["arpo_replay"] = p.episode_replay.state_dict()
                 state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,

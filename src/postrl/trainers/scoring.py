@@ -26,8 +26,11 @@ def score_batch(batch: RolloutBatch, rows: Sequence, tokenizer, reward_set):
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     row_of = [rows[g] for g in batch.group_ids.tolist()]
     prompts = [r.prompt for r in row_of]
+    # a sampler's answer prefix (trainers/hints.py) is part of the answer the rewards judge
+    prefixes = batch.metadata.get("answer_prefix") or [None] * len(texts)
+    answers = [(a or "") + t for a, t in zip(prefixes, texts)]
     completions = [[{"role": "assistant", "content": t}] if isinstance(r.prompt, list) else t
-                   for r, t in zip(row_of, texts)]
+                   for r, t in zip(row_of, answers)]
     keys = sorted(set().union(*(r.columns.keys() for r in row_of))) if row_of else []
     columns = {k: [r.columns.get(k) for r in row_of] for k in keys}
     # an episode batch (rollout/multiturn.py) hands the env's results to the rewards as columns
