@@ -45,6 +45,8 @@ EXTRA = {
     # tiered hint columns for Scaf-GRPO (data/arithmetic_hints.py); it hints only after its exemption
     # period (50 steps by default), shortened so the hints act within the benchmark's budget
     "scaf_grpo": {"data": {"task_kwargs": {"hints": True}}, "sampler": {"kwargs": {"exemption_steps": 10}}},
+    # the tiny model cannot paraphrase; CLPO's rule-based arithmetic rewriter stands in for the policy's
+    "clpo": {"sampler": {"kwargs": {"rewriter": "arithmetic"}}},
     # ARPO's success replay is a loop section, not a sampler: uniform prompts plus `replay:`
     "success_replay": {"sampler": {"name": "uniform"}, "replay": {}},
 }

@@ -12,5 +12,6 @@ unevenly across prompts (`first_n`, `allocate`: XRPO).
 from postrl.samplers.base import SAMPLERS, Addition, Sampler, build_sampler  # noqa: F401
 from postrl.samplers import dynamic, uniform  # noqa: F401  (fills the registry)
 from postrl.samplers import dr_po, ghpo, scaf_grpo  # noqa: F401  (prompt additions: hints, dataset resets)
+from postrl.samplers import clpo  # noqa: F401  (prompt additions: restructured problems)
 from postrl.samplers import mopps, pass_rate, pcl, spo, vade  # noqa: F401  (statistical samplers)
 from postrl.samplers import d3s, pc_grpo, xrpo  # noqa: F401  (batch-level selection and allocation)

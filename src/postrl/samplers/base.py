@@ -12,10 +12,14 @@ SAMPLERS = Registry("sampler")
 `rows=`, the training split's dataset rows, e.g. to read a reference-answer column or the
 prompt text), "tokenizer" (`tokenizer=`, the policy's tokenizer), "token_entropy" (the rollout
 engine also returns each sampled token's entropy, `batch.metadata["token_entropy"]`, one list of
-floats per row; the hf engine only: `SamplingParams.entropy`)."""
+floats per row; the hf engine only: `SamplingParams.entropy`), "generate" (`generate=`, the policy as
+a text generator: `generate(texts, seed, greedy, max_new_tokens=None, temperature=None) -> list[str]`
+renders each text as a user prompt, samples one completion per text with the current policy's rollout
+engine and decodes it; trainers/policy_text.py; synchronous rollouts only)."""
 
 
-def build_sampler(name: str, kwargs: dict[str, Any], dataset_size: int, seed: int, *, rows=None, tokenizer=None):
+def build_sampler(name: str, kwargs: dict[str, Any], dataset_size: int, seed: int, *, rows=None, tokenizer=None,
+                  generate=None):
     """The configured sampler, given what its registry entry needs beyond its hyper-parameters."""
     entry = SAMPLERS.get(name)
     extra = {}
@@ -23,6 +27,8 @@ def build_sampler(name: str, kwargs: dict[str, Any], dataset_size: int, seed: in
         extra["rows"] = rows
     if "tokenizer" in entry.needs:
         extra["tokenizer"] = tokenizer
+    if "generate" in entry.needs:
+        extra["generate"] = generate
     return entry.fn(dataset_size, seed, **kwargs, **extra)
 
 
@@ -37,10 +43,14 @@ class Addition:
     from there. It is part of the prompt (never trained on); rewards score prefix + completion."""
     tag: str = ""
     """A short label of the sampler's decision (e.g. "ratio_0.5"), logged as `hints/<sampler>/<tag>`."""
+    prompt: str = ""
+    """When non-empty, it replaces the row's prompt text (a chat prompt: the content of its last user
+    message) before the hint and answer prefix are applied. The rewards keep the row's columns (its
+    `answer`), so a restructured problem is judged against the original's answer (CLPO)."""
 
     @property
     def empty(self) -> bool:
-        return not (self.hint or self.answer_prefix)
+        return not (self.hint or self.answer_prefix or self.prompt)
 
 
 class Sampler:
@@ -49,11 +59,13 @@ class Sampler:
     A sampler may also filter the groups it gets back: with `filters_groups = True` the trainer
     asks `keep(rewards_G)` after scoring, drops the groups it rejects and refills the batch by
     drawing `next(k)` again and generating, for at most `max_rounds` generation rounds per step
-    (the first included). Refill draws happen inside the step, so `state_dict` covers them.
+    (the first included). Refill draws happen inside the step, so `state_dict` covers them. A refill
+    draw may return fewer than k rows; an empty one ends the step's refilling (CLPO: no rewrites left).
 
     A sampler may add to the prompts (trainers/hints.py builds them; synchronous rollouts only):
     with `decorates = True` the trainer calls `decorate(indices)` right after every `next(k)`
-    (the step's draw and refill draws) and prompts row `indices[j]` with addition j; with
+    (the step's draw and refill draws) and prompts row `indices[j]` with addition j (a hint, an answer
+    prefix, or a replacement prompt text); with
     `rescues = True` it calls `rescue(indices, rewards_G)` after scoring, generates one completion
     per planned addition and lets `rescued(rewards)` choose the one that replaces a rollout of the
     group. Additions must be a pure function of the checkpointed state, so resume stays exact.

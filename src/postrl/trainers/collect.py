@@ -67,8 +67,10 @@ def collect(p, idx: list[int], batch: RolloutBatch, seed: int, step: int = 0):
     hints.mark(batch, p.additions.pop(step, None))  # a decorating sampler's hints / answer prefixes
     scored = score(p, idx, batch)
     if p.sampler.filters_groups:
-        def more(k: int, round_: int) -> Scored:  # draws happen here, inside the step: resume stays exact
+        def more(k: int, round_: int) -> Scored | None:  # draws happen here, inside the step: resume stays exact
             new = p.sampler.next(k)
+            if not new:  # the sampler has nothing more for this step (CLPO: no rewrites left)
+                return None
             params = replace(SamplingParams.from_config(cfg.rollout), progress=step / cfg.train.steps)
             ids, additions = hints.prompts_for(p, new)
             gen = p.rollouts.generate(ids, params, (seed + 104_729 * round_) % 2**62)
@@ -115,11 +117,12 @@ def score(p, idx: list[int], batch: RolloutBatch) -> Scored:
     return Scored(list(idx), batch, score_batch(batch, rows, p.tokenizer, p.rewards))
 
 
-def refill(first: Scored, more: Callable[[int, int], Scored], keep: Callable[[list[list[float]]], list[bool]],
+def refill(first: Scored, more: Callable[[int, int], Scored | None], keep: Callable[[list[list[float]]], list[bool]],
            want: int, max_rounds: int) -> tuple[Scored, dict[str, float]]:
     """Keep the groups `keep` accepts; while fewer than `want`, `more(missing, round)` draws and
-    scores new prompts, for at most `max_rounds` rounds (the first included). Short after that,
-    the batch is topped up with rejected groups in generation order, so its size stays `want`."""
+    scores new prompts, for at most `max_rounds` rounds (the first included; `more` returning None
+    ends them early). Short after that, the batch is topped up with rejected groups in generation
+    order, so its size stays `want`."""
     kept: list[tuple[Scored, int]] = []
     dropped: list[tuple[Scored, int]] = []
 
@@ -131,6 +134,8 @@ def refill(first: Scored, more: Callable[[int, int], Scored], keep: Callable[[li
     rounds, generated = 1, len(first.idx)
     while len(kept) < want and rounds < max_rounds:
         s = more(want - len(kept), rounds)
+        if s is None:
+            break
         rounds, generated = rounds + 1, generated + len(s.idx)
         sort(s)
     info = {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/kept_groups": float(min(len(kept), want)),

@@ -1,16 +1,18 @@
 """Prompt additions from the sampler: hinted prompts, answer prefixes and hinted rescues.
 
-A sampler with `decorates = True` (GHPO, DR-PO) adds an `Addition` to each drawn row: a `hint`
-appended to the prompt (a chat prompt: to its last user message) before the prompt is rendered and
-tokenised by the ordinary encoder (`data.encode_prompts`), and an `answer_prefix` whose tokens
-(encoded without special tokens) follow the templated prompt. Both are prompt tokens, so the
-learner never trains on them; `score_batch` prepends the prefix to the decoded completion, so the
-rewards judge the whole answer (reward functions still get the dataset prompt, without the hint,
-and `completion_ids` / `completion_text` stay the sampled tokens). Rows without an addition keep
-their cached prompt ids.
+A sampler with `decorates = True` (GHPO, DR-PO, CLPO) adds an `Addition` to each drawn row: a `prompt`
+text that replaces the row's question (a chat prompt: its last user message; CLPO's restructured
+problems, judged against the row's own answer), a `hint` appended to the prompt (a chat prompt: to its
+last user message) before the prompt is rendered and tokenised by the ordinary encoder
+(`data.encode_prompts`), and an `answer_prefix` whose tokens (encoded without special tokens) follow
+the templated prompt. All are prompt tokens, so the learner never trains on them; `score_batch`
+prepends the prefix to the decoded completion, so the rewards judge the whole answer (reward functions
+still get the dataset prompt, without the hint or rewrite, and `completion_ids` / `completion_text` stay
+the sampled tokens). Rows without an addition keep their cached prompt ids.
 
     prompts_for(p, idx)  the step's (and each refill's) prompt ids + additions
-    mark(batch, adds)    per-row metadata "hint", "answer_prefix", "hint_tag" (group g <- adds[g])
+    mark(batch, adds)    per-row metadata "hint", "answer_prefix", "hint_tag", "rewritten_prompt"
+                         (group g <- adds[g])
     finish(...)          after scoring: a rescuing sampler's hinted retries (Scaf-GRPO), then the
                          `hints/...` metrics
 
@@ -47,15 +49,15 @@ def prompts_for(p, idx: list[int]) -> tuple[list[list[int]], list[Addition] | No
 def encode_with(p, idx: list[int], additions: list[Addition]) -> list[list[int]]:
     """Prompt ids of rows `idx`, each with its addition; rows without one reuse `p.train_ids`."""
     ids = [list(p.train_ids[i]) for i in idx]
-    hinted = [j for j, a in enumerate(additions) if a.hint]
+    hinted = [j for j, a in enumerate(additions) if a.hint or a.prompt]
     if hinted:
-        rows = [with_hint(p.train_rows[idx[j]], additions[j].hint) for j in hinted]
+        rows = [with_hint(with_prompt(p.train_rows[idx[j]], additions[j].prompt), additions[j].hint) for j in hinted]
         try:
             encoded, kept = encode_prompts(p.tokenizer, rows, p.cfg.data)
         except DataError as e:
             raise DataError(f"{e} (the prompt includes the hint of sampler {p.cfg.sampler.name!r})") from None
         if len(kept) != len(rows):  # data.long_prompts: skip drops rows silently; a hint must not
-            raise DataError(f"sampler {p.cfg.sampler.name!r}: a hinted prompt is longer than "
+            raise DataError(f"sampler {p.cfg.sampler.name!r}: a hinted or rewritten prompt is longer than "
                             f"data.max_prompt_tokens={p.cfg.data.max_prompt_tokens}; raise data.max_prompt_tokens")
         for j, row_ids in zip(hinted, encoded):
             ids[j] = row_ids
@@ -80,6 +82,24 @@ def with_hint(row, hint: str):
     return replace(row, prompt=messages)
 
 
+def with_prompt(row, text: str):
+    """A copy of dataset row `row` whose question is `text` (chat: the last user message's content);
+    `row` itself when `text` is empty."""
+    if not text:
+        return row
+    prompt = row.prompt
+    if isinstance(prompt, str):
+        return replace(row, prompt=text)
+    users = [k for k, m in enumerate(prompt) if m.get("role") == "user"]
+    k = users[-1] if users else len(prompt) - 1
+    if not isinstance(prompt[k].get("content"), str):
+        raise DataError(f"row {row.index + 1}: only text content can be rewritten; message {k} of the prompt has "
+                        "non-text content")
+    messages = [dict(m) for m in prompt]
+    messages[k]["content"] = text
+    return replace(row, prompt=messages)
+
+
 def mark(batch: RolloutBatch, additions: list[Addition] | None) -> None:
     """Per-row metadata of the additions of a generated batch (group g was prompted with additions[g])."""
     if additions is None:
@@ -88,6 +108,7 @@ def mark(batch: RolloutBatch, additions: list[Addition] | None) -> None:
     batch.metadata["hint"] = [a.hint for a in of_row]
     batch.metadata["answer_prefix"] = [a.answer_prefix for a in of_row]
     batch.metadata["hint_tag"] = [a.tag for a in of_row]
+    batch.metadata["rewritten_prompt"] = [a.prompt for a in of_row]
 
 
 def finish(p, idx: list[int], batch: RolloutBatch, result: RewardResult, seed: int, step: int = 0):
@@ -150,7 +171,8 @@ def hint_metrics(batch: RolloutBatch, sampler_name: str) -> dict[str, float]:
     tags = batch.metadata.get("hint_tag") or [None] * batch.size
     hints = batch.metadata.get("hint") or [None] * batch.size
     prefixes = batch.metadata.get("answer_prefix") or [None] * batch.size
-    added = [bool(h) or bool(a) for h, a in zip(hints, prefixes)]
+    rewritten = batch.metadata.get("rewritten_prompt") or [None] * batch.size
+    added = [bool(h) or bool(a) or bool(r) for h, a, r in zip(hints, prefixes, rewritten)]
     out = {"hints/fraction": sum(added) / max(batch.size, 1)}
     for tag in sorted({t for t, a in zip(tags, added) if a and t}):
         out[f"hints/{sampler_name}/{tag}"] = sum(1 for t, a in zip(tags, added) if a and t == tag) / batch.size

@@ -43,6 +43,7 @@ from postrl.trainers.collect import collect, per_sample_total
 from postrl.trainers.groups import group_rewards, sampling_params
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.hints import prompts_for
+from postrl.trainers.policy_text import policy_text
 from postrl.trainers.process_scoring import add_process_rewards, add_token_rewards
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import seed_everything, start_run
@@ -85,9 +86,10 @@ def build(cfg: RLConfig, dp: DataParallel | None = None) -> Parts:
     if cfg.env is not None:  # the EpisodeEngine resets an env from each dataset row
         train_ids, eval_ids = train_rows, eval_rows
     check_reward_columns(cfg.rewards, train_rows)  # a missing references column fails before any sampling
-    sampler = build_sampler(cfg.sampler.name, cfg.sampler.kwargs, len(train_rows), cfg.seed, rows=train_rows,
-                            tokenizer=tokenizer)
     learner, rollouts, eval_engine, rewards = _placement(cfg, tokenizer, device, dp)
+    # after the placement: a sampler that needs "generate" (CLPO's rewriter) samples from the rollout engine
+    sampler = build_sampler(cfg.sampler.name, cfg.sampler.kwargs, len(train_rows), cfg.seed, rows=train_rows,
+                            tokenizer=tokenizer, generate=policy_text(cfg, tokenizer, rollouts, train_rows))
     critic = build_critic(cfg, tokenizer, device) if cfg.needs_critic else None  # local, one process only
     est = ADVANTAGES.get(cfg.algorithm.advantage)
     replay = (build_critic_replay(cfg, critic, {**est.defaults, **cfg.algorithm.advantage_kwargs})
