@@ -249,3 +249,20 @@ def test_length_control_runs_are_valid_postrl_configs(tmp_path):
                                                              "hbpo": "hbpo"}.get(run)
     hbpo = resolve(RLConfig, rl_config("hbpo", 0, "tiny", tmp_path / "h"))
     assert hbpo.rollout.budgets == [8, 24, 48] and hbpo.rollout.n == 12 and hbpo.train.prompts_per_step == 16
+
+
+def test_soak_summary_reads_growth_drift_and_descriptors(tmp_path):
+    from benchmarks.soak import last_step, summarize
+
+    samples = [{"step": s, "rss_mb": 100.0 + (5.0 if s >= 50 else 0.0) + s / 100, "fds": 10 + (s > 500)}
+               for s in range(0, 1001, 10)]
+    steps = [{"step": i, "time/step": 0.2 if i <= 500 else 0.3} for i in range(1, 1001)]
+    out = summarize(samples, steps)
+    assert out["rss_warm_mb"] == pytest.approx(105.75)      # median over steps 50..100: 105.5 .. 106.0
+    assert out["rss_growth_mb"] == pytest.approx(115.0 - 105.75)
+    assert out["step_s_early"] == 0.2 and out["step_s_late"] == 0.3 and out["step_drift_pct"] == pytest.approx(50.0)
+    assert (out["fds_first"], out["fds_last"], out["fds_max"]) == (10, 11, 11)
+    metrics = tmp_path / "metrics.jsonl"
+    assert last_step(metrics) == 0
+    metrics.write_text('{"step": 1}\n{"step": 2}\n{"ste')    # the child is mid-write
+    assert last_step(metrics) == 2

@@ -2,7 +2,9 @@
 
 Heavy imports (torch, transformers) happen inside each command, so `postrl --help` answers at
 once. Expected failures (bad config, bad data, missing files) print one clear message and exit
-with status 2; set POSTRL_DEBUG=1 for the traceback.
+with status 2; set POSTRL_DEBUG=1 for the traceback. A run stopped on purpose exits with 3 (a
+fault: non-finite steps, disk full) or 128 + the signal (SIGINT 130, SIGTERM 143) after saving a
+checkpoint (postrl/run_stop.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import json
 import os
 import sys
+
+from postrl.run_stop import RunStopped
 
 
 def _console():
@@ -260,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
+    except RunStopped as e:  # the run saved what it could; the message says what and how to resume
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

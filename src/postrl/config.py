@@ -9,6 +9,7 @@ registries, and every error names the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,14 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, v):
+        # a bound (gt=0) refuses NaN but not inf, an unbounded float takes both: either poisons a run
+        if any(isinstance(x, float) and not math.isfinite(x) for x in (v if isinstance(v, (list, tuple)) else (v,))):
+            raise ValueError(f"{v}: NaN and inf are not allowed; give finite numbers (or null where the key allows it)")
+        return v
 
 
 class RunConfig(Section):
@@ -199,8 +208,26 @@ class RolloutSection(Section):
 class RewardSpec(Section):
     name: str
     """Built-in reward name, or `module:function` for user code."""
-    weight: float = 1.0
+    weight: float = Field(1.0, allow_inf_nan=False)
     kwargs: dict[str, Any] = {}
+    on_error: Literal["raise", "zero"] = "raise"
+    """What a failed call does (the function raised, returned NaN/inf or a wrong value, or outlasted
+    timeout_s; rewards/guard.py): raise stops the run naming the function, the row and the error;
+    zero scores the failed completions 0. Counted in the metrics reward/<name>/errors and /timeouts."""
+    timeout_s: float | None = Field(120.0, gt=0)
+    """Seconds one call of a user function (`module:function`) may take; it runs in a worker process
+    that is killed at the limit (rewards/worker.py). None: it runs in the trainer's process, with no
+    limit (for a function that needs the trainer's objects, e.g. its GPU). Built-ins always run in the
+    trainer's process."""
+
+    @model_validator(mode="after")
+    def _timeout_for_user_code(self):
+        default = RewardSpec.model_fields["timeout_s"].default
+        if ":" not in self.name and self.timeout_s not in (default, None):
+            raise ValueError(f"timeout_s = {self.timeout_s} is set for the built-in reward {self.name!r}, which runs in "
+                             "the trainer's process without a time limit; drop timeout_s (it applies to "
+                             "`module:function` rewards)")
+        return self
 
 
 class RLRewardSpec(RewardSpec):
@@ -211,6 +238,9 @@ class RLRewardSpec(RewardSpec):
     (a Welford mean/std kept in the checkpoint; OpenRLHF's normalize_reward)."""
     clip: tuple[float, float] | None = None
     """[lo, hi]: clamp this reward after normalisation (Secrets of RLHF Part I, arXiv 2307.04964)."""
+    on_error: Literal["raise", "zero", "skip_group"] = "raise"
+    """As for every reward, plus skip_group: the failed completions' groups are left out of the
+    policy update (loss mask 0; counted in reward/skipped_groups)."""
 
     @field_validator("clip")
     @classmethod
@@ -328,7 +358,16 @@ class CriticSection(OptimizerFields):
     + tau critic (ArCHer's official `tau`, 0.1)."""
 
 
-class TrainSection(OptimSection):
+class NonFiniteLimit(Section):
+    """The stop rule of a training loop (trainers/faults.py) for non-finite steps."""
+
+    max_nonfinite_steps: int = Field(5, ge=1)
+    """A step whose loss or gradient norm is inf/NaN skips its update and is reported; this many in
+    a row save a checkpoint (the weights after the last applied update) and stop the run with an
+    error (exit status 3)."""
+
+
+class TrainSection(OptimSection, NonFiniteLimit):
     steps: int = Field(100, ge=1)
     prompts_per_step: int = Field(8, ge=1)
     mini_batches: int = Field(1, ge=1)
@@ -386,6 +425,10 @@ class DistributedSection(Section):
     max_off_policy_steps: int = Field(0, ge=0)
     """0: synchronous on-policy training. k > 0: rollouts for steps t+1..t+k are generated while
     step t trains; the batch trained at step t was sampled with the weights after update t-k."""
+    max_worker_restarts: int = Field(3, ge=0)
+    """Ray rollout and reward workers whose process dies are re-created and their shard redone
+    (same weights version, same seed: the same batch); this many re-creations per worker slot,
+    then the run stops with the worker's error."""
 
 
 class ArpoSection(Section):
@@ -560,7 +603,7 @@ class RLConfig(RunConfig):
 
 
 
-class SFTTrain(OptimSection):
+class SFTTrain(OptimSection, NonFiniteLimit):
     lr: float = Field(1e-5, gt=0)
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -667,7 +710,7 @@ class PrefLoss(Section):
     """The loss's keyword hyper-parameters, e.g. `{beta: 0.1}`."""
 
 
-class PrefTrain(OptimSection):
+class PrefTrain(OptimSection, NonFiniteLimit):
     lr: float = Field(1e-6, gt=0)
     """TRL's DPOConfig default; a from-scratch tiny model wants ~1e-4."""
     batch_size: int = Field(32, ge=1)
@@ -759,7 +802,7 @@ class PrefConfig(RunConfig):
 
 
 # --------------------------------------------------------------------------------- reward model
-class RMTrain(OptimizerFields):
+class RMTrain(OptimizerFields, NonFiniteLimit):
     """Bradley–Terry reward-model training (`postrl rm`, trainers/rm.py)."""
 
     lr: float = Field(1e-5, gt=0)
@@ -1140,7 +1183,7 @@ def resolve(schema: type[BaseModel], raw: dict[str, Any], overrides: dict[str, A
     if preset is not None and "algorithm" in schema.model_fields:
         from postrl.algorithms import PRESETS
 
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:  # a list would not even hash
             _raise_unknown_preset(preset, PRESETS, source)
         for key, value in PRESETS.get(preset).fn().items():
             if key.endswith("+"):

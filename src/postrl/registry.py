@@ -79,7 +79,7 @@ class Registry:
         return self.get(name).fn
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
@@ -107,6 +107,55 @@ class Registry:
                 f"{where}: {self.kind} {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
                 f"its parameters are: {', '.join(sorted(entry.defaults)) or '(none)'}"
             )
+        for key, value in kwargs.items():  # a value of the wrong kind would fail inside a training step
+            expected = _expected_kinds(entry.fn, key, entry.defaults[key])
+            if expected and not any(_is_kind(value, k) for k in expected):
+                raise ValueError(f"{where}.{key} = {value!r}: {self.kind} {name!r} expects "
+                                 f"{' or '.join(expected)} (default {entry.defaults[key]!r})")
+
+
+_KINDS = {"int": "a number", "float": "a number", "bool": "true or false", "str": "a string",
+          "Literal": "a string", "list": "a list", "tuple": "a list", "Sequence": "a list", "dict": "a mapping",
+          "Mapping": "a mapping", "None": "null", "Optional": "null"}
+_IGNORED = {"typing", "Union", "collections", "abc"}
+
+
+def _expected_kinds(fn: Callable[..., Any], key: str, default: Any) -> list[str]:
+    """The kinds of value (`_KINDS` words) a hyper-parameter takes, from its annotation (a string
+    under `from __future__ import annotations`) or else its default; [] when they cannot be told
+    (Any, a class, a callable, no annotation and a None default), which skips the check."""
+    import re
+
+    try:
+        ann = inspect.signature(fn).parameters[key].annotation
+    except (TypeError, ValueError, KeyError):
+        return []
+    if ann is inspect.Parameter.empty:
+        names = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "tuple", dict: "dict"}
+        words = [names[type(default)]] if type(default) in names else []
+    else:
+        text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+        while "[" in text:  # "Literal['a', 'b'] | list[int]" -> "Literal | list": the outer kinds
+            stripped = re.sub(r"\[[^\[\]]*\]", "", text)
+            if stripped == text:
+                return []
+            text = stripped
+        words = [w for w in re.findall(r"[A-Za-z_]+", text) if w not in _IGNORED]
+        if not words or any(w not in _KINDS for w in words):
+            return []
+    return sorted({_KINDS[w] for w in words})
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    import math
+    import numbers
+
+    if kind == "a number":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and not (
+            isinstance(value, float) and math.isnan(value))
+    return {"true or false": lambda: isinstance(value, bool), "a string": lambda: isinstance(value, str),
+            "a list": lambda: isinstance(value, (list, tuple)), "a mapping": lambda: isinstance(value, dict),
+            "null": lambda: value is None}[kind]()
 
 
 def _keyword_defaults(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -181,10 +181,11 @@ def test_answer_pattern_without_match_names_row_and_pattern(tmp_path):
 
 
 def test_system_prompt_is_prepended_to_messages_only(tmp_path):
-    src = write_jsonl(tmp_path / "d.jsonl", [{"prompt": [USER]}, {"prompt": "plain"}])
-    ds = load_prompt_dataset(cfg(src, system_prompt="Be brief."))
-    assert ds[0].prompt == [{"role": "system", "content": "Be brief."}, USER]
-    assert ds[1].prompt == "plain"  # chat.render_prompt adds it to string prompts
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": [USER]}])
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "plain"}])
+    assert load_prompt_dataset(cfg(chat, system_prompt="Be brief."))[0].prompt == \
+        [{"role": "system", "content": "Be brief."}, USER]
+    assert load_prompt_dataset(cfg(plain, system_prompt="Be brief."))[0].prompt == "plain"  # chat.render_prompt adds it
 
 
 def test_limit_keeps_the_first_rows(tmp_path):

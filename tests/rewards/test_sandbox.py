@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 
-from postrl.rewards.sandbox import netns_available, run_python
+from postrl.rewards.sandbox import run_python
+from postrl.rewards.sandbox_isolation import protections
 
 
 def test_a_normal_program_passes_its_tests_and_prints():
@@ -63,12 +63,11 @@ def test_socket_creation_is_refused():
         assert r.status == "error" and "sandbox: socket" in r.stderr, code
 
 
-@pytest.mark.skipif(not netns_available(sys.executable), reason="unshare -rn is not available here")
+@pytest.mark.skipif(protections().level == "none", reason="no user namespaces here")
 def test_the_network_namespace_has_only_loopback():
-    r = run_python("print(open('/proc/self/net/dev').read())", network_namespace="require")
+    r = run_python("import socket\nprint([name for _, name in socket.if_nameindex()])", isolation="namespaces")
     assert r.passed and r.network_namespace
-    interfaces = [line.split(":")[0].strip() for line in r.stdout.splitlines()[2:] if ":" in line]
-    assert interfaces == ["lo"]
+    assert r.stdout == "['lo']\n"
 
 
 def test_an_environment_secret_is_not_inherited(monkeypatch):
@@ -134,5 +133,5 @@ def test_the_file_size_limit_stops_a_disk_filler():
 def test_bad_limits_are_rejected():
     with pytest.raises(ValueError, match="timeout_s"):
         run_python("pass", timeout_s=0)
-    with pytest.raises(ValueError, match="network_namespace"):
-        run_python("pass", network_namespace="maybe")
+    with pytest.raises(ValueError, match="isolation"):
+        run_python("pass", isolation="maybe")

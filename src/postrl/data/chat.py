@@ -49,27 +49,60 @@ def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def encode_prompts(tokenizer, rows: Sequence[PromptRow],
-                   cfg: DataSection) -> tuple[list[list[int]], list[int]]:
+def encode_prompts(tokenizer, rows: Sequence[PromptRow], cfg: DataSection, *, context: int | None = None,
+                   new_tokens: int = 0) -> tuple[list[list[int]], list[int]]:
     """Token ids of each kept row and the `index` of each kept row.
 
-    A prompt longer than `cfg.max_prompt_tokens` is an error under `long_prompts: error` and is
-    dropped (its index not returned) under `long_prompts: skip`.
+    A prompt longer than `cfg.max_prompt_tokens`, or (when the model's `context` in positions is
+    known) one that leaves fewer than `new_tokens` positions for the completion, is an error under
+    `long_prompts: error` and is dropped (its index not returned) under `long_prompts: skip`, with
+    one `UserWarning` giving the count.
     """
     ids = _tokenize(tokenizer, [render_prompt(tokenizer, r.prompt, cfg) for r in rows])
     kept_ids, kept_index = [], []
+    where = getattr(rows, "source", None)
     for row, row_ids in zip(rows, ids):
-        if len(row_ids) > cfg.max_prompt_tokens:
+        problem = _too_long(len(row_ids), cfg, context, new_tokens)
+        if problem:
             if cfg.long_prompts == "skip":
                 continue
-            where = getattr(rows, "source", None)
-            raise DataError(f"row {row.index + 1}{f' of {where}' if where else ''}: the prompt has "
-                            f"{len(row_ids)} tokens, more than data.max_prompt_tokens="
-                            f"{cfg.max_prompt_tokens}; raise data.max_prompt_tokens or set "
+            raise DataError(f"row {row.index + 1}{f' of {where}' if where else ''}: {problem}, or set "
                             "data.long_prompts: skip to drop such rows")
         kept_ids.append(row_ids)
         kept_index.append(row.index)
+    if len(kept_ids) < len(ids):  # never a silent drop
+        warnings.warn(f"encode_prompts: {len(ids) - len(kept_ids)} of {len(ids)} prompts were longer than "
+                      f"data.max_prompt_tokens={cfg.max_prompt_tokens}"
+                      + (f" or the model's context ({context} positions) less {new_tokens} new tokens"
+                         if context is not None else "")
+                      + " and were dropped (data.long_prompts: skip)", stacklevel=2)
     return kept_ids, kept_index
+
+
+def context_limits(cfg) -> dict:
+    """`encode_prompts` keywords for a run config: the policy's context and the longest completion
+    it samples (rollout.max_new_tokens, or eval.max_new_tokens if longer). Nothing for multi-turn
+    runs (`env`), whose rollout enforces env.max_total_tokens itself, or configs without a rollout."""
+    rollout = getattr(cfg, "rollout", None)
+    if rollout is None or getattr(cfg, "env", None) is not None:
+        return {}
+    from postrl.learner.models import model_context
+
+    longest = max(rollout.max_new_tokens, getattr(getattr(cfg, "eval", None), "max_new_tokens", None) or 0)
+    return {"context": model_context(cfg.model), "new_tokens": longest}
+
+
+def _too_long(n: int, cfg: DataSection, context: int | None, new_tokens: int) -> str | None:
+    if n > cfg.max_prompt_tokens:
+        return (f"the prompt has {n} tokens, more than data.max_prompt_tokens={cfg.max_prompt_tokens}; "
+                "raise data.max_prompt_tokens")
+    if context is not None and n + new_tokens > context:
+        return (f"the prompt has {n} tokens, and with {new_tokens} new tokens (rollout.max_new_tokens, or "
+                f"eval.max_new_tokens if larger) the sequence can reach {n + new_tokens} tokens, more than the "
+                f"model's context of {context} positions "
+                "(max_position_embeddings); shorten the prompt, lower rollout.max_new_tokens or use a "
+                "longer-context model")
+    return None
 
 
 def encode_sft(tokenizer, rows: Sequence[SFTRow], cfg: DataSection,

@@ -141,12 +141,15 @@ def _file_records(path: Path) -> list[dict]:
                         "save the file as UTF-8") from None
     if suffix == ".csv":
         return _arrow_records(path, suffix)
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not part of the data
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path} line {e.lineno}: invalid JSON ({e.msg}); the file must be a "
                             "JSON list of objects or JSON lines") from None
+        except RecursionError:
+            raise DataError(f"{path}: the JSON is nested too deeply to read; flatten the rows") from None
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise DataError(f"row {i + 1} of {path}: expected a JSON object, got "
@@ -162,6 +165,9 @@ def _file_records(path: Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise DataError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno}); "
                             "each line must be one JSON object") from None
+        except RecursionError:
+            raise DataError(f"{path} line {lineno}: the JSON is nested too deeply to read; flatten "
+                            "the row") from None
         if not isinstance(row, dict):
             raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
@@ -179,6 +185,11 @@ def _arrow_records(path: Path, suffix: str) -> list[dict]:
     except (pa.ArrowException, OSError) as e:
         kind = "Parquet" if suffix == ".parquet" else "CSV (UTF-8, with a header row)"
         raise DataError(f"{path}: could not read it as {kind}: {e}") from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # to_pylist would keep only the last of them, silently
+        raise DataError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once in "
+                        "the header; rename them so each column has its own name")
     rows = table.to_pylist()
     if not rows:
         raise DataError(f"{path}: the file has no rows")
@@ -237,6 +248,7 @@ def load_prompt_dataset(cfg: DataSection, split: str | None = None,
     records, where = _limited_records(cfg, split, source)
     pattern = _compile_pattern(cfg.answer_pattern)
     rows = [_prompt_row(i, rec, cfg, pattern, where) for i, rec in enumerate(records)]
+    _check_one_format(rows, where)
     return PromptDataset(rows, where)
 
 
@@ -299,7 +311,7 @@ def _format_template(template: str, rec: dict, at: str) -> str:
     except KeyError as e:
         raise DataError(f"{at}: data.prompt_template uses {{{e.args[0]}}} but the row has no "
                         f"column {e.args[0]!r}; available columns: {_names(rec)}") from None
-    except (IndexError, ValueError, AttributeError) as e:
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
         # "{}" (positional) or an unbalanced brace; literal braces must be doubled: "{{" "}}".
         raise DataError(f"{at}: data.prompt_template {template!r} is not a valid format string "
                         f"over the row's columns ({e}); use named fields like {{question}} and "
@@ -324,7 +336,9 @@ def load_sft_dataset(cfg: DataSection, split: str | None = None,
     completion = text). `prompt_template` and `answer_pattern` do not apply; `system_prompt` does.
     """
     records, where = _limited_records(cfg, split, source)
-    return [_sft_row(i, rec, cfg, where) for i, rec in enumerate(records)]
+    rows = [_sft_row(i, rec, cfg, where) for i, rec in enumerate(records)]
+    _check_one_format([r for r in rows if r.prompt != ""], where)  # `text` rows have no prompt
+    return rows
 
 
 def _sft_row(i: int, rec: dict, cfg: DataSection, where: str) -> SFTRow:
@@ -335,7 +349,7 @@ def _sft_row(i: int, rec: dict, cfg: DataSection, where: str) -> SFTRow:
         if col.completion in rec:
             completion = _completion_text(rec[col.completion], col.completion, at)
         elif col.answer in rec and rec[col.answer] is not None:
-            completion = str(rec[col.answer])
+            completion = _check_text(str(rec[col.answer]), f"column {col.answer!r}", at)
         else:
             raise DataError(f"{at}: SFT needs a completion: no column {col.completion!r} or "
                             f"{col.answer!r}; available columns: {_names(rec)}; set "
@@ -350,6 +364,7 @@ def _sft_row(i: int, rec: dict, cfg: DataSection, where: str) -> SFTRow:
         prompt, completion = "", rec["text"]
         if not isinstance(completion, str):
             raise DataError(f"{at}: column 'text' must be a string, got {type(completion).__name__}")
+        _check_text(completion, "column 'text'", at)
     else:
         raise DataError(f"{at}: no column {col.prompt!r}, {col.messages!r} or 'text'; available "
                         f"columns: {_names(rec)}; set data.columns.prompt (and "
@@ -363,10 +378,10 @@ def _sft_row(i: int, rec: dict, cfg: DataSection, where: str) -> SFTRow:
 
 def _completion_text(value: Any, name: str, at: str) -> str:
     if isinstance(value, str):
-        return value
+        return _check_text(value, f"column {name!r}", at)
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) \
             and isinstance(value[0].get("content"), str):
-        return value[0]["content"]
+        return _check_text(value[0]["content"], f"column {name!r}", at)
     raise DataError(f"{at}: column {name!r} must be a string or a list with one assistant "
                     f"message {{'role': 'assistant', 'content': ...}}, got {_short(value)}")
 
@@ -379,7 +394,7 @@ def _check_prompt(value: Any, name: str, at: str, messages_only: bool = False) -
     if isinstance(value, str) and not messages_only:
         if not value.strip():
             raise DataError(f"{at}: column {name!r} is empty; remove the row or fill it in")
-        return value
+        return _check_text(value, f"column {name!r}", at)
     if value is None:
         raise DataError(f"{at}: column {name!r} is empty (null); remove the row or fill it in")
     if not isinstance(value, list):
@@ -397,7 +412,35 @@ def _check_prompt(value: Any, name: str, at: str, messages_only: bool = False) -
                                 "message needs string 'role' and 'content'")
     if not any(m["content"].strip() for m in value):
         raise DataError(f"{at}: column {name!r} is empty (every message has empty content)")
+    for k, m in enumerate(value, 1):
+        _check_text(m["role"], f"column {name!r} message {k} key 'role'", at)
+        _check_text(m["content"], f"column {name!r} message {k} key 'content'", at)
     return value
+
+
+def _check_text(text: str, what: str, at: str) -> str:
+    """`text` if the tokenizer can take it; a lone UTF-16 surrogate (from a JSON escape like
+    "\\ud800", which decodes to no character) cannot be encoded and would fail deep in a step."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{at}: {what} holds an unpaired surrogate {text[e.start]!r} at character "
+                        f"{e.start + 1}, which is not text (a broken \\uXXXX escape in the file); fix or "
+                        "remove it") from None
+    return text
+
+
+def _check_one_format(rows: list, where: str) -> None:
+    """Plain-text and chat-message prompts render differently (data.chat_template), so a dataset
+    holding both is almost always a conversion mistake; say where each kind first occurs."""
+    first: dict[bool, int] = {}
+    for r in rows:
+        first.setdefault(isinstance(r.prompt, list), r.index)
+    if len(first) == 2:
+        raise DataError(f"{where}: row {first[False] + 1} has a plain-text prompt but row {first[True] + 1} has "
+                        "a list of chat messages; a dataset must use one kind, since they render differently "
+                        "(data.chat_template). Convert the plain rows to [{'role': 'user', 'content': ...}] "
+                        "messages, or the message rows to text")
 
 
 def _split_last_assistant(messages: list[dict]) -> tuple[list[dict], str | None]:

@@ -65,6 +65,9 @@ class RewardWorker:
     def score(self, prompts: list, completions: list, completion_ids: list | None, columns: dict[str, list]):
         return self.rewards(prompts, completions, completion_ids, columns)
 
+    def take_failure_counts(self) -> dict[str, float]:
+        return self.rewards.take_failure_counts()
+
 
 class LearnerWorker:
     """Rank `rank` of `world` learner processes; `setup` joins the group and builds the Learner."""

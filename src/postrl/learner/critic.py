@@ -27,7 +27,7 @@ import torch
 
 from postrl.learner import checkpoint as ckpt
 from postrl.learner.learner import build_optimizer, build_scheduler, use_bf16
-from postrl.learner.models import _dtype, quiet_transformers
+from postrl.learner.models import _dtype, check_vocabulary, quiet_transformers
 from postrl.rollout.batch import RolloutBatch
 
 CRITIC_DIR = "critic"
@@ -125,6 +125,8 @@ def load_scalar_model(auto_cls, name: str, model_cfg, tokenizer, device: torch.d
                                  f"{user} is built on: {e}") from None
             head_name = _head_name(model)
             fresh_head = any(k.split(".")[0] == head_name for k in info["missing_keys"])
+            if name != model_cfg.name_or_path:  # another backbone than the policy's reads the policy's ids
+                check_vocabulary(name, model, tokenizer, key, compare_tokenizers=model_cfg.tokenizer is None)
     if fresh_head:
         with torch.no_grad():
             for p in getattr(model, _head_name(model)).parameters():

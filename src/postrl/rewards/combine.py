@@ -2,22 +2,24 @@
 
 `load_reward_fn` resolves a built-in name, `module:function` or `path/to/file.py:function` and
 binds the config's hyper-parameters. `RewardSet` calls every function the way TRL does
-(`fn(prompts=..., completions=..., completion_ids=..., **columns)`), checks what it returns in
-one place (`check_rewards`) and forms the weighted sum, where None counts as 0.
+(`fn(prompts=..., completions=..., completion_ids=..., **columns)`) and forms the weighted sum,
+where None counts as 0. A user function runs in a worker process with a per-call timeout
+(`rewards[i].timeout_s`, rewards/worker.py); what a failed call does (it raised, hung, or returned
+a bad value) is `rewards[i].on_error` (rewards/guard.py), and failures are counted per function.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from postrl.rewards.guard import Policy, RewardError, output_values, score_call
 from postrl.rewards.registry import REWARDS
+from postrl.rewards.worker import WorkerFn
 from postrl.user_code import check_kwargs, load_attr
 
 
@@ -55,33 +57,17 @@ class RewardResult:
     """[B] float32: sum_k weight_k * r_k, where a None (NaN) r_k contributes 0."""
     per_function: dict[str, torch.Tensor]
     """display name -> [B] float32 raw values, NaN where the function returned None."""
+    failed: torch.Tensor | None = None
+    """[B] bool: a reward of the row failed under `on_error: skip_group` (its group is left out of
+    the update, trainers/scoring.py); None when nothing could be skipped."""
 
 
 def check_rewards(name: str, out: Any, batch_size: int) -> list[float]:
-    """A reward function's output as floats (None -> NaN), or an error naming the function.
-
-    The one place that judges outputs: a policy for bad values (skip, clip) belongs here.
-    """
-    if isinstance(out, torch.Tensor) or type(out).__module__ == "numpy":
-        out = out.tolist() if getattr(out, "ndim", 1) == 1 else out
-    if not isinstance(out, (list, tuple)):
-        raise TypeError(f"reward {name!r} returned {type(out).__name__}; a reward function must "
-                        f"return a list with one float (or None) per completion")
-    if len(out) != batch_size:
-        raise ValueError(f"reward {name!r} returned {len(out)} values for {batch_size} completions")
-    values = []
-    for i, v in enumerate(out):
-        if v is None:
-            values.append(math.nan)
-            continue
-        if not isinstance(v, numbers.Real):
-            raise TypeError(f"reward {name!r} returned {v!r} ({type(v).__name__}) at index {i}; "
-                            "expected a float or None")
-        v = float(v)
-        if not math.isfinite(v):
-            raise ValueError(f"reward {name!r} returned {v} at index {i}; return None for "
-                             "'not applicable', never NaN or inf")
-        values.append(v)
+    """A reward function's output as floats (None -> NaN), or a RewardError naming the function
+    (`rewards/guard.py` judges outputs; RewardSet applies `on_error` to what it finds)."""
+    values, bad = output_values(name, out, batch_size)
+    if bad:
+        raise RewardError(f"reward {name!r} {bad[min(bad)]}", sorted(bad))
     return values
 
 
@@ -92,11 +78,18 @@ class RewardSet:
         """`specs`: `RewardSpec`s (name, weight, kwargs)."""
         if not specs:
             raise ValueError("RewardSet needs at least one reward function")
-        self.fns = [load_reward_fn(s.name, s.kwargs) for s in specs]
+        fns = [load_reward_fn(s.name, s.kwargs) for s in specs]
         self.weights = [float(s.weight) for s in specs]
         self.names = display_names(specs)
         """Display names for metrics: the function name of `module:fn`, repeats as name, name_2."""
-        self._hparams = [_keyword_only(fn) for fn in self.fns]
+        self._hparams = [_keyword_only(fn) for fn in fns]
+        self.policies = [Policy.of(s, i) for i, s in enumerate(specs)]
+        # user code with a timeout runs in a worker process; built-ins (ours, some holding models)
+        # and `timeout_s: null` run here
+        self.fns = [WorkerFn(s.name, s.kwargs, p.timeout_s, signature=inspect.signature(fn))
+                    if ":" in s.name and p.timeout_s is not None else fn
+                    for s, p, fn in zip(specs, self.policies, fns)]
+        self._failures: dict[str, dict[str, int]] = {}
 
     def __call__(self, prompts: list, completions: list, completion_ids: list | None,
                  columns: dict[str, list]) -> RewardResult:
@@ -105,17 +98,39 @@ class RewardSet:
             if len(col) != B:
                 raise ValueError(f"column {key!r} has {len(col)} values for {B} completions")
         total = torch.zeros(B, dtype=torch.float32)
-        per_function = {}
-        for name, fn, weight, hparams in zip(self.names, self.fns, self.weights, self._hparams):
+        per_function, failed = {}, None
+        for name, fn, weight, hparams, policy in zip(self.names, self.fns, self.weights, self._hparams,
+                                                     self.policies):
             # Hyper-parameters come from the config; a column that happens to share a
             # hyper-parameter's name (say `mode`) must not silently replace it.
             cols = {k: v for k, v in columns.items() if k not in hparams}
             _check_required(fn, name, cols)
-            out = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **cols)
-            r = torch.tensor(check_rewards(name, out, B), dtype=torch.float32)
+            call = dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **cols)
+            out = score_call(fn, name, policy, call, B)
+            counts = self._failures.setdefault(name, {"errors": 0, "timeouts": 0})
+            counts["errors"] += out.errors
+            counts["timeouts"] += out.timeouts
+            if policy.on_error == "skip_group":
+                flags = torch.tensor(out.failed, dtype=torch.bool)
+                failed = flags if failed is None else failed | flags
+            r = torch.tensor(out.values, dtype=torch.float32)
             per_function[name] = r
             total += weight * torch.nan_to_num(r, nan=0.0)
-        return RewardResult(total=total, per_function=per_function)
+        return RewardResult(total=total, per_function=per_function, failed=failed)
+
+    def take_failure_counts(self) -> dict[str, float]:
+        """`reward/<name>/errors` (completions whose reward failed) and `reward/<name>/timeouts`
+        (calls stopped at the time limit) since the last take."""
+        out = {f"reward/{n}/{k}": float(self._failures.get(n, {}).get(k, 0)) for n in self.names
+               for k in ("errors", "timeouts")}
+        self._failures = {}
+        return out
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when this set is garbage-collected or at exit)."""
+        for fn in self.fns:
+            if isinstance(fn, WorkerFn):
+                fn.close()
 
 
 def display_names(specs: Sequence[Any]) -> list[str]:

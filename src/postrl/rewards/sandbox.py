@@ -2,24 +2,26 @@
 
 `run_python(code, tests=..., timeout_s=..., memory_mb=...) -> SandboxResult` is the one entry
 point; code rewards (`code_tests`) and PRLCoder's label construction call it. Each run gets:
-  - a separate process (`python -I -S`: no site-packages, no user site, PYTHON* variables
+  - a separate process (`python -I -S -B`: no site-packages, no user site, PYTHON* variables
     ignored, the script directory not on sys.path) in its own session / process group;
   - a fresh temporary directory as cwd (deleted afterwards) and a scrubbed environment: only a
     minimal PATH, and HOME/TMPDIR pointing at that directory — nothing is inherited;
   - resource limits set in the child before the program runs (`sandbox_prelude.py`): CPU seconds,
-    address space, file size, number of processes, open files;
+    address space, file size, number of processes, open files, no core dumps;
   - a wall-clock timeout that SIGKILLs the whole process group;
   - stdout/stderr drained continuously and only the last `max_output_bytes` of each kept;
-  - no network: a new network namespace (`unshare -rn`, used when an unprivileged probe
-    succeeds) and, always, an audit hook that refuses sockets, subprocesses, fork/exec, ctypes and
-    writes outside the sandbox directory.
-What this does not isolate (reading files the user can read, the kernel, a determined attacker
-inside the interpreter) is listed in docs/code_rewards.md.
+  - kernel isolation, the strongest level that works here (`sandbox_isolation.py` probes it once
+    and logs what it found; `sandbox_launcher.py` applies it): user, mount, pid, network, IPC and
+    UTS namespaces, a private read-only root without the project, $HOME or /etc, a size-limited
+    tmpfs working directory, no capabilities and (trainer = root) the unprivileged uid nobody;
+  - always, an audit hook that refuses sockets, subprocesses, fork/exec, signals, ctypes, and
+    reads or writes outside the sandbox directory and the standard library.
+What this does not isolate is listed in docs/code_rewards.md.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import math
 import os
 import shutil
@@ -30,19 +32,20 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+
+from postrl.rewards.sandbox_isolation import LEVELS, MIN_PATH, SETUP_FAILED, command, interpreter, protections
 
 Status = Literal["passed", "failed", "timeout", "error"]
 
 _PRELUDE = (Path(__file__).with_name("sandbox_prelude.py")).read_text(encoding="utf-8")
-_MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Exit codes of sandbox_prelude.py -> (status, reason).
 _EXIT = {1: ("failed", "a test (assert) failed"), 2: ("error", "the program raised an exception"),
          3: ("error", "the program tried an operation the sandbox refuses"),
          4: ("error", "the program exited before the tests finished"),
-         5: ("error", "the program does not compile")}
+         5: ("error", "the program does not compile"),
+         SETUP_FAILED: ("error", "the sandbox could not be set up (see stderr); nothing ran")}
 COMPILE_ERROR = 5
 """`SandboxResult.returncode` of a program that does not compile (a SyntaxError before anything ran)."""
 
@@ -69,6 +72,8 @@ class SandboxResult:
     """True if stdout or stderr was longer than `max_output_bytes` and only its tail was kept."""
     network_namespace: bool
     """True if the child ran in its own network namespace (no interfaces up)."""
+    isolation: str = "none"
+    """The kernel isolation level it ran at: "full", "namespaces" or "none" (sandbox_isolation.py)."""
 
     @property
     def passed(self) -> bool:
@@ -82,9 +87,9 @@ class SandboxResult:
 
 def run_python(code: str, *, tests: str | None = None, timeout_s: float = 5.0, memory_mb: int = 512,
                cpu_s: int | None = None, max_output_bytes: int = 16_384, max_file_mb: int = 16,
-               max_processes: int = 64, max_open_files: int = 64,
-               network_namespace: Literal["auto", "off", "require"] = "auto",
-               python: str | None = None) -> SandboxResult:
+               max_processes: int = 64, max_open_files: int = 64, max_disk_mb: int = 64,
+               isolation: Literal["auto", "full", "namespaces", "none"] = "auto",
+               python: str | None = None, audit_hook: bool = True) -> SandboxResult:
     """Run `code` (then `tests`, in the same namespace) in a contained child interpreter.
 
     timeout_s: wall-clock limit; the whole process group is killed at it.
@@ -92,49 +97,59 @@ def run_python(code: str, *, tests: str | None = None, timeout_s: float = 5.0, m
     cpu_s: CPU-seconds limit (RLIMIT_CPU), default ceil(timeout_s).
     max_output_bytes: bytes of stdout and of stderr kept (the tail; the rest is drained, dropped).
     max_file_mb: largest file the program may write (RLIMIT_FSIZE).
-    max_processes: RLIMIT_NPROC, a backstop behind the audit hook that refuses fork/exec; the
-        kernel counts every process of the user (and does not enforce it for root).
-    network_namespace: "auto" uses `unshare -rn` when the probe succeeds, "off" never,
-        "require" raises if it is unavailable.
-    python: the interpreter (default: this one).
+    max_processes: RLIMIT_NPROC (threads count too), a backstop behind the audit hook that
+        refuses fork/exec; enforced per sandbox at level "full", not enforced for host root below it.
+    max_disk_mb: size of the working directory's tmpfs at level "full" (elsewhere only
+        `max_file_mb` per file bounds the disk).
+    isolation: "auto" uses the strongest level that works here (`protections()`); "full" or
+        "namespaces" require at least that level (RuntimeError naming why it is unavailable);
+        "none" uses no namespaces (audit hook and rlimits only).
+    python: the interpreter (default: this one; a venv's python runs as its base interpreter,
+        which is the same thing under -I -S).
+    audit_hook: False only to test the kernel-enforced layers on their own; never in training.
     """
-    if timeout_s <= 0 or memory_mb <= 0 or max_output_bytes <= 0 or max_file_mb <= 0:
-        raise ValueError(f"run_python: timeout_s, memory_mb, max_output_bytes and max_file_mb must be positive, "
-                         f"got {timeout_s}, {memory_mb}, {max_output_bytes}, {max_file_mb}")
-    if network_namespace not in ("auto", "off", "require"):
-        raise ValueError(f"run_python: network_namespace must be 'auto', 'off' or 'require', got {network_namespace!r}")
+    sizes = (timeout_s, memory_mb, max_output_bytes, max_file_mb, max_disk_mb, max_processes, max_open_files)
+    if min(sizes) <= 0:
+        raise ValueError("run_python: timeout_s, memory_mb, max_output_bytes, max_file_mb, max_disk_mb, "
+                         f"max_processes and max_open_files must be positive, got {', '.join(map(str, sizes))}")
+    if isolation not in ("auto", *LEVELS):
+        raise ValueError(f"run_python: isolation must be 'auto', 'full', 'namespaces' or 'none', got {isolation!r}")
     python = python or sys.executable
-    netns = network_namespace != "off" and netns_available(python)
-    if network_namespace == "require" and not netns:
-        raise RuntimeError("run_python: network_namespace='require' but `unshare -rn` does not work here "
-                           "(no unshare binary or unprivileged user namespaces are disabled); use 'auto'")
+    level = isolation
+    if isolation in ("auto", "full", "namespaces"):
+        found = protections(python)
+        if isolation == "auto":
+            level = found.level
+        elif LEVELS.index(found.level) > LEVELS.index(isolation):
+            raise RuntimeError(f"run_python: isolation={isolation!r} but only {found.level!r} works here "
+                               f"({found.reason}); use isolation='auto' to run with what is available")
     cpu = cpu_s if cpu_s is not None else max(1, math.ceil(timeout_s))
     limits = {"RLIMIT_CPU": int(cpu), "RLIMIT_AS": int(memory_mb) << 20, "RLIMIT_FSIZE": int(max_file_mb) << 20,
-              "RLIMIT_NPROC": int(max_processes), "RLIMIT_NOFILE": int(max_open_files)}
+              "RLIMIT_NPROC": int(max_processes), "RLIMIT_NOFILE": int(max_open_files), "RLIMIT_CORE": 0}
 
     root = tempfile.mkdtemp(prefix="postrl-sandbox-")
     try:
         Path(root, "program.py").write_text(code, encoding="utf-8")
         # The tests go in on stdin, not into the program's directory, where it could read them.
-        config = json.dumps({"root": root, "limits": limits, "tests": tests is not None})
-        argv = [python, "-I", "-S", "-c", _PRELUDE, config]
-        if netns:
-            argv = ["unshare", "-rn", *argv]
-        env = {"PATH": _MIN_PATH, "HOME": root, "TMPDIR": root, "LC_ALL": "C.UTF-8"}
-        return _supervise(argv, root, env, timeout_s, max_output_bytes, netns, tests or "")
+        config = marshal.dumps({"root": root, "limits": limits, "tests": tests is not None, "audit": audit_hook}).hex()
+        inner = [interpreter(python)["executable"], "-I", "-S", "-B", "-c", _PRELUDE, config]
+        argv = command(level, python, root, inner, disk_mb=max_disk_mb)
+        env = {"PATH": MIN_PATH, "HOME": root, "TMPDIR": root, "LC_ALL": "C.UTF-8"}
+        return _supervise(argv, root, env, timeout_s, max_output_bytes, level, tests or "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _supervise(argv: list[str], cwd: str, env: dict, timeout_s: float, keep: int, netns: bool,
+def _supervise(argv: list[str], cwd: str, env: dict, timeout_s: float, keep: int, level: str,
                stdin: str) -> SandboxResult:
+    netns = level != "none"
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
     except OSError as e:
         return SandboxResult("error", f"could not start the interpreter: {e}", "", "", None,
-                             time.monotonic() - start, False, netns)
+                             time.monotonic() - start, False, netns, level)
     # On a thread: tests longer than the pipe buffer must not block us before the timeout runs.
     threading.Thread(target=_feed, args=(proc.stdin, stdin.encode("utf-8")), daemon=True).start()
     out, err = _Tail(proc.stdout, keep), _Tail(proc.stderr, keep)
@@ -150,7 +165,7 @@ def _supervise(argv: list[str], cwd: str, env: dict, timeout_s: float, keep: int
     err.join()
     status, reason = _classify(proc.returncode, timed_out, timeout_s)
     return SandboxResult(status, reason, out.text(), err.text(), proc.returncode, seconds,
-                         out.truncated or err.truncated, netns)
+                         out.truncated or err.truncated, netns, level)
 
 
 def _classify(returncode: int, timed_out: bool, timeout_s: float) -> tuple[Status, str]:
@@ -225,19 +240,3 @@ class _Tail:
 
     def text(self) -> str:
         return bytes(self._buf).decode("utf-8", errors="replace")
-
-
-@lru_cache(maxsize=None)
-def netns_available(python: str) -> bool:
-    """True if `unshare -rn` (a user + network namespace, no root needed) can start `python` here.
-
-    Probed once per interpreter and process: some kernels and containers disable unprivileged
-    user namespaces, and then the audit hook alone blocks the network."""
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        probe = subprocess.run(["unshare", "-rn", python, "-I", "-S", "-c", "pass"], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, env={"PATH": _MIN_PATH})
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0

@@ -1,13 +1,15 @@
-"""The first code a sandboxed child interpreter runs (passed by `sandbox.py` as `python -I -S -c`).
+"""The first code a sandboxed child interpreter runs (passed by `sandbox.py` as `python -I -S -B -c`).
 
 It is not imported by postrl: `sandbox.py` reads this file's text and hands it to a fresh
-interpreter, with a JSON config as `sys.argv[1]`. In order, before any untrusted code runs, it
-  1. lowers the resource limits (CPU seconds, address space, file size, processes, open files;
-     soft = hard, so the program cannot raise them again),
+interpreter, with its config as `sys.argv[1]` (marshal, hex). In order, before any untrusted
+code runs, it
+  1. lowers the resource limits (CPU seconds, address space, file size, processes, open files,
+     core size; soft = hard, so the program cannot raise them again),
   2. replaces `socket.socket` with a refusal and installs an audit hook (hooks cannot be removed)
-     that refuses sockets, new processes (fork, exec, spawn, subprocess, os.system), signals to
-     other processes, ctypes, changing resource limits, and writes / deletes / renames outside
-     the sandbox directory,
+     that refuses sockets, new processes (fork, exec, spawn, subprocess, os.system), signals,
+     ctypes, changing resource limits, writes / deletes / renames outside the sandbox directory,
+     and reads / directory listings outside it and the standard library (the directories on
+     `sys.path` at start-up; the portable stand-in for the private root of sandbox_launcher.py),
   3. runs `program.py`, then the tests read from stdin (if any), in one `__main__` namespace,
 and exits with a code `sandbox.py` maps to a status:
   0 the program (and every test) ran to the end    1 an AssertionError escaped (a test failed)
@@ -18,11 +20,11 @@ An audit hook runs inside the same interpreter as the program, so it stops accid
 misuse, not a determined attacker (see docs/code_rewards.md for what is and is not isolated).
 """
 
-import json
+import marshal
 import resource
 import sys
 
-_CONFIG = json.loads(sys.argv[1])
+_CONFIG = marshal.loads(bytes.fromhex(sys.argv[1]))  # marshal, not json: no import cost per run
 for _name, _value in _CONFIG["limits"].items():
     _limit = getattr(resource, _name)
     # Soft CPU limit -> SIGXCPU (reported as a timeout); the hard one a second later -> SIGKILL.
@@ -34,6 +36,10 @@ import os  # noqa: E402
 import traceback  # noqa: E402
 
 _ROOT = os.path.realpath(_CONFIG["root"])
+# Readable besides the sandbox directory: the standard library (sys.path under -I -S: the zip, the
+# stdlib and lib-dynload) and the harmless devices.
+_READABLE = tuple(os.path.realpath(p) for p in sys.path if p)
+_DEVICES = {os.devnull, "/dev/zero", "/dev/random", "/dev/urandom"}
 _REFUSED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "ctypes.")
 _REFUSED = {"os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill",
             "resource.setrlimit", "resource.prlimit", "os.startfile", "pty.spawn"}
@@ -43,6 +49,8 @@ _WRITE_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.chmo
                  "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,), "os.rename": (0, 1),
                  "os.link": (0, 1), "os.symlink": (1,), "os.setxattr": (0,), "os.removexattr": (0,),
                  "os.chflags": (0,), "os.lchflags": (0,), "shutil.rmtree": (0,)}
+# Events whose first argument is a path the program reads (open: any mode; sqlite3: its database).
+_READ_EVENTS = {"open", "os.listdir", "os.scandir", "sqlite3.connect"}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -50,11 +58,22 @@ class SandboxRefusal(PermissionError):
     """An operation the sandbox does not allow."""
 
 
+def _under(real: str, parent: str) -> bool:
+    return real == parent or real.startswith(parent + os.sep)
+
+
 def _inside(path) -> bool:
     if isinstance(path, int):  # an open file descriptor: it was checked when it was opened
         return True
     real = os.path.realpath(os.fsdecode(path))
-    return real == _ROOT or real.startswith(_ROOT + os.sep) or real == os.devnull
+    return _under(real, _ROOT) or real == os.devnull
+
+
+def _readable(path) -> bool:
+    if isinstance(path, int):
+        return True
+    real = os.path.realpath(os.fsdecode(path if path is not None else "."))
+    return _under(real, _ROOT) or real in _DEVICES or any(_under(real, p) for p in _READABLE)
 
 
 def _writes(mode, flags) -> bool:
@@ -70,6 +89,9 @@ def _audit(event: str, args: tuple) -> None:
         raise SandboxRefusal(f"sandbox: importing {args[0]} is not allowed")
     if event == "open" and len(args) >= 3 and _writes(args[1], args[2]) and not _inside(args[0]):
         raise SandboxRefusal(f"sandbox: writing {args[0]!r} outside the sandbox directory is not allowed")
+    if event in _READ_EVENTS and args and not _readable(args[0]):
+        raise SandboxRefusal(f"sandbox: {event} of {args[0]!r} outside the sandbox directory and the standard "
+                             "library is not allowed")
     paths = _WRITE_EVENTS.get(event)
     if paths is not None:
         for i in paths:
@@ -88,10 +110,11 @@ def _refused_socket(*args, **kwargs):
 
 import socket  # noqa: E402  (imported before the hook refuses _socket, then disarmed)
 
-socket.socket = socket.create_connection = _refused_socket
 os._exit = _refused_exit  # an early os._exit(0) would skip the tests and look like a pass
 sys.modules["posix"]._exit = _refused_exit
-sys.addaudithook(_audit)
+if _CONFIG.get("audit", True):  # off only in the tests of the kernel-enforced layers
+    socket.socket = socket.create_connection = _refused_socket
+    sys.addaudithook(_audit)
 
 
 def _main() -> int:

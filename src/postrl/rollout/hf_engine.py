@@ -60,7 +60,9 @@ class HFEngine:
         if tokenizer.eos_token_id is not None:
             eos_ids = sorted(set(eos_ids) | {tokenizer.eos_token_id})
         if not eos_ids or eos_ids == [None]:
-            raise ValueError("neither the model's generation_config nor the tokenizer has an EOS token")
+            raise ValueError("neither the model's generation_config nor the tokenizer has an EOS token, so "
+                             "generation could never stop; use a tokenizer with eos_token set (model.tokenizer) "
+                             "or set eos_token_id in the model's generation_config.json")
         self.eos_ids = torch.tensor(eos_ids, dtype=torch.long)
         self.sync_weights(model)
 

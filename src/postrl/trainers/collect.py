@@ -44,7 +44,7 @@ from postrl.rewards import RewardResult
 from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.engines import SamplingParams
 from postrl.trainers import groups, hints
-from postrl.trainers.scoring import score_batch
+from postrl.trainers.scoring import score_batch, skip_failed_groups
 
 
 @dataclass
@@ -99,6 +99,7 @@ def collect(p, idx: list[int], batch: RolloutBatch, seed: int, step: int = 0):
         metrics.update(reference_behavior_logprobs(p.learner, batch))
     if cfg.algorithm.mask_truncated:
         mask_truncated(batch)
+    metrics.update(skip_failed_groups(batch))  # rewards[i].on_error: skip_group (rewards/guard.py)
     if "greedy_rewards" in ADVANTAGES.get(cfg.algorithm.advantage).needs:
         metrics.update(greedy_baseline(p, idx, batch, step))
     return idx, batch, result, metrics

@@ -66,7 +66,7 @@ class EpisodeRewards:
         ids = cols.pop("episode_id")
         transcripts, transcript_ids = cols.pop("transcript"), cols.pop("transcript_ids")
         per_function = {"env_success": success, "env_return": ret}
-        total = ret.clone()
+        total, failed = ret.clone(), None
         if self.outcome is not None:
             first: dict[int, int] = {}
             for b, e in enumerate(ids):
@@ -78,7 +78,8 @@ class EpisodeRewards:
             at = torch.tensor([rows.index(first[e]) for e in ids])
             total = total + out.total[at]
             per_function.update({k: v[at] for k, v in out.per_function.items()})
-        return RewardResult(total=total, per_function=per_function)
+            failed = out.failed[at] if out.failed is not None else None  # on_error: skip_group
+        return RewardResult(total=total, per_function=per_function, failed=failed)
 
 
 def _like(completion, text: str):

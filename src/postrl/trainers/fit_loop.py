@@ -4,6 +4,8 @@
     normalised by the whole batch) -> clip, skip a non-finite gradient -> optimizer + scheduler
     -> held-out evaluation every `eval.every` steps and at the end -> metrics log, progress bar
     -> checkpoint every `checkpoint.every` steps and at the end (with the sampler's state)
+    -> SIGINT/SIGTERM or `train.max_nonfinite_steps` non-finite steps in a row: checkpoint, then stop
+       (trainers/faults.py)
 
 A run resumed from a checkpoint continues with the same batches to the same weights; one resumed
 from the last checkpoint trains nothing and evaluates once. The trainer keeps what differs: the
@@ -23,6 +25,7 @@ from postrl.learner.checkpoint import load_checkpoint, save_checkpoint
 from postrl.learner.learner import build_optimizer, build_scheduler
 from postrl.samplers import SAMPLERS
 from postrl.tracking import MetricsLogger
+from postrl.trainers.faults import RunGuard
 from postrl.trainers.progress import progress_bar
 
 
@@ -66,6 +69,8 @@ def fit(model, tokenizer, examples: Sequence, cfg, *, name: str, steps: int, ste
         state.update(load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler))
         sampler.load_state_dict(state["sampler"])
     start = int(state["step"])
+    guard = RunGuard(run_dir, max_nonfinite_steps=t.max_nonfinite_steps, console=console)
+    guard.load_state_dict(state)
     log = cfg.logging
     logger = MetricsLogger(run_dir, resume_step=start if resume else None, console=console,
                            console_every=log.console_every, tensorboard=log.tensorboard,
@@ -74,7 +79,7 @@ def fit(model, tokenizer, examples: Sequence, cfg, *, name: str, steps: int, ste
     model.train()
     metrics: dict[str, float] = {}
     final_eval: dict[str, float] | None = None
-    with progress_bar(console, log.progress, name.upper(), steps, start) as advance:
+    with guard, progress_bar(console, log.progress, name.upper(), steps, start) as advance:
         for step in range(start, steps):
             t0 = time.perf_counter()
             batch = [examples[i] for i in sampler.next(t.batch_size)]
@@ -85,6 +90,7 @@ def fit(model, tokenizer, examples: Sequence, cfg, *, name: str, steps: int, ste
             done = step + 1
             metrics.update({"grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
                             "time/step": time.perf_counter() - t0})
+            metrics.update(guard.after_step(done, metrics))
             if evaluate is not None and (done == steps or (cfg.eval.every and done % cfg.eval.every == 0)):
                 held_out = evaluate()
                 metrics.update({f"eval/{k}": v for k, v in held_out.items()})
@@ -94,10 +100,14 @@ def fit(model, tokenizer, examples: Sequence, cfg, *, name: str, steps: int, ste
                         on_final_eval(final_eval)
             logger.log(done, metrics)
             advance(**{field: metrics[key] for field, key in progress.items()})
-            if done % cfg.checkpoint.every == 0 or done == steps:
-                state.update(step=done, sampler=sampler.state_dict())
-                save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            stopping = guard.stopping()
+            if stopping or done % cfg.checkpoint.every == 0 or done == steps:
+                state.update(step=done, sampler=sampler.state_dict(), **guard.state_dict())
+                path = save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                                       scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            if stopping:
+                logger.close()
+                guard.stop(done, path)
     if final_eval is None and evaluate is not None:  # resumed from the last checkpoint: nothing left to train
         final_eval = evaluate()
         if on_final_eval is not None:

@@ -39,6 +39,7 @@ from postrl.trainers.pref_data import add_kl_pairs, encode_examples, fit_rows
 from postrl.trainers.pref_online import OnlineKL, step_seed
 from postrl.trainers.pref_rationale import attach_rationales, rationale_pairs
 from postrl.trainers.progress import progress_bar
+from postrl.trainers.faults import RunGuard
 from postrl.trainers.run_dir import start_run
 
 
@@ -255,6 +256,8 @@ def train(cfg: PrefConfig, *, resume: bool = False, console=None) -> dict[str, A
         state.update(load_checkpoint(ckpt, model=p.model, optimizer=optimizer, scheduler=scheduler))
         sampler.load_state_dict(state["sampler"])
     start = int(state["step"])
+    guard = RunGuard(cfg.run_dir, max_nonfinite_steps=cfg.train.max_nonfinite_steps, console=console)
+    guard.load_state_dict(state)  # SIGINT/SIGTERM and non-finite streaks: trainers/faults.py
     logger = MetricsLogger(cfg.run_dir, resume_step=start if resume else None, console=console,
                            console_every=cfg.logging.console_every, tensorboard=cfg.logging.tensorboard,
                            wandb_project=cfg.logging.wandb_project, config=cfg.model_dump(mode="json"))
@@ -264,7 +267,7 @@ def train(cfg: PrefConfig, *, resume: bool = False, console=None) -> dict[str, A
             logger.log(0, state["eval_before"])
     p.model.train()
     metrics: dict[str, float] = {}
-    with progress_bar(console, cfg.logging.progress, "pref", steps, start) as advance:
+    with guard, progress_bar(console, cfg.logging.progress, "pref", steps, start) as advance:
         for step in range(start, steps):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -278,14 +281,19 @@ def train(cfg: PrefConfig, *, resume: bool = False, console=None) -> dict[str, A
             done = step + 1
             metrics.update({"grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
                             "time/step": time.perf_counter() - t0})
+            metrics.update(guard.after_step(done, metrics))
             if cfg.eval.every and done % cfg.eval.every == 0 and done != steps:
                 metrics.update(run_eval(p, done))
             logger.log(done, metrics)
             advance(loss=metrics["loss"], pair_acc=metrics.get("pref/accuracy", float("nan")))
-            if done % cfg.checkpoint.every == 0 or done == steps:
-                state.update(step=done, sampler=sampler.state_dict())
-                save_checkpoint(cfg.run_dir, done, model=p.model, tokenizer=tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            stopping = guard.stopping()
+            if stopping or done % cfg.checkpoint.every == 0 or done == steps:
+                state.update(step=done, sampler=sampler.state_dict(), **guard.state_dict())
+                path = save_checkpoint(cfg.run_dir, done, model=p.model, tokenizer=tokenizer, optimizer=optimizer,
+                                       scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            if stopping:
+                logger.close()
+                guard.stop(done, path)
     after = run_eval(p, steps)
     if after:
         logger.log(steps, after)

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from postrl.config import (CheckpointSection, LoggingSection, ModelSection, OptimizerFields, RunConfig, Section,
-                           _check_scalar_model)
+from postrl.config import (CheckpointSection, LoggingSection, ModelSection, NonFiniteLimit, OptimizerFields,
+                           RunConfig, Section, _check_scalar_model)
 
 
 class PrmColumns(Section):
@@ -52,7 +52,7 @@ class PrmData(Section):
         return self
 
 
-class PrmTrain(OptimizerFields):
+class PrmTrain(OptimizerFields, NonFiniteLimit):
     lr: float = Field(1e-5, gt=0)
     """For a pretrained backbone; a from-scratch tiny model wants ~1e-3."""
     batch_size: int = Field(32, ge=1)

@@ -101,6 +101,9 @@ def check_config(cfg) -> None:
     for i, spec in enumerate(cfg.process_rewards):
         _in_registry(PROCESS_REWARDS, spec.name, f"process_rewards[{i}].name")
         PROCESS_REWARDS.check_kwargs(spec.name, spec.kwargs, f"process_rewards[{i}].kwargs")
+        if spec.on_error != "raise":  # the outcome rewards' failure policy (rewards/guard.py) is not applied here
+            raise ValueError(f"process_rewards[{i}].on_error: process rewards are built-ins and always raise on a "
+                             "failure; drop on_error")
     adv = cfg.algorithm.advantage
     if "step_rewards" in ADVANTAGES.get(adv).needs and not cfg.process_rewards:
         raise ValueError(f"algorithm.advantage={adv!r} assigns credit from step rewards, but process_rewards is "

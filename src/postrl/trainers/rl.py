@@ -23,6 +23,7 @@ from postrl.algorithms.segment_mc import estimate_segment_values
 from postrl.algorithms.advantages_igpo import fill_answer_logprobs
 from postrl.config import RLConfig
 from postrl.data import encode_prompts, load_prompt_dataset
+from postrl.data.chat import context_limits
 from postrl.data.loading import is_single_file
 from postrl.distributed.data_parallel import DataParallel, init_from_env, launch
 from postrl.learner.critic import CRITIC_DIR, build_critic
@@ -47,7 +48,8 @@ from postrl.trainers.policy_text import policy_text
 from postrl.trainers.process_scoring import add_process_rewards, add_token_rewards
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.run_dir import seed_everything, start_run
-from postrl.trainers.scoring import primary_success, score_batch
+from postrl.trainers.faults import RunGuard, fault_counts
+from postrl.trainers.scoring import primary_success, reward_failure_metrics, score_batch
 
 
 @dataclass
@@ -114,7 +116,8 @@ def _placement(cfg: RLConfig, tokenizer, device, dp):
         # weights go from the learner actor to the object store to the replicas, never via the driver
         rollouts = Rollouts(pool, weights=learner.weights_ref, lag=lag)
         rollouts.sync()  # the learner's initial weights are the truth
-        rewards = RewardPool(cfg.rewards, d.reward_workers) if d.reward_workers else RewardSet(cfg.rewards)
+        rewards = (RewardPool(cfg.rewards, d.reward_workers, max_restarts=d.max_worker_restarts)
+                   if d.reward_workers else RewardSet(cfg.rewards))
         return learner, rollouts, pool, rewards
 
     def make_engine(model):
@@ -160,7 +163,7 @@ def encode_train_and_eval(cfg, tokenizer):
 def encode_split(cfg, tokenizer, split, source, limit=None):
     """Rows of one split and their prompt token ids (rows the tokenizer cannot encode are dropped)."""
     data = load_prompt_dataset(cfg.data, split=split, source=source)
-    ids, kept = encode_prompts(tokenizer, data.rows, cfg.data)
+    ids, kept = encode_prompts(tokenizer, data.rows, cfg.data, **context_limits(cfg))  # prompt + completion fit the model
     rows = [data.rows[i] for i in kept]
     if limit is not None:
         rows, ids = rows[:limit], ids[:limit]
@@ -267,6 +270,7 @@ def rl_step(p: Parts, step: int) -> dict[str, float]:
         metrics.update(env_rollout.env_metrics(batch))
     for name, values in result.per_function.items():
         metrics[f"reward/{name}/mean"] = float(torch.nanmean(values)) if not values.isnan().all() else float("nan")
+    metrics.update(reward_failure_metrics(p.rewards))  # reward/<name>/errors, /timeouts (rewards/guard.py)
     return metrics
 
 
@@ -331,6 +335,9 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
         if p.is_main:
             truncate_jsonl(run_dir / "eval.jsonl", state["step"])
     start = int(state.get("step", 0))
+    # SIGINT/SIGTERM: checkpoint at the step boundary, then stop; non-finite steps: report, stop after k
+    guard = RunGuard(run_dir, max_nonfinite_steps=cfg.train.max_nonfinite_steps, console=console, dp=p.dp)
+    guard.load_state_dict(state)
     logger = None
     if p.is_main:
         logger = MetricsLogger(run_dir, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
@@ -354,18 +361,20 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
         request_rollouts(p, start, saved)
 
     metrics: dict[str, float] = {}
-    with progress_bar(console, cfg.logging.progress, "RL", cfg.train.steps, start) as advance:
+    with guard, progress_bar(console, cfg.logging.progress, "RL", cfg.train.steps, start) as advance:
         for step in range(start, cfg.train.steps):
             t0 = time.perf_counter()
             metrics = rl_step(p, step)
             done = step + 1
+            metrics.update(guard.after_step(done, metrics))
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.train.steps:
                 metrics["eval/accuracy"] = _eval_on_main(p, done)["accuracy"]
             state["rl_seconds"] += time.perf_counter() - t0
             if logger is not None:
                 logger.log(done, metrics)
             advance(reward=metrics["reward/mean"], acc=metrics["accuracy"])
-            if done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
+            stopping = guard.stopping()
+            if stopping or done % cfg.checkpoint.every == 0 or done == cfg.train.steps:
                 if p.shaper is not None:
                     state["reward_shaping"] = p.shaper.state_dict()
                 if p.length_shaper is not None:
@@ -373,12 +382,17 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
                 if p.episode_replay is not None:
                     state["arpo_replay"] = p.episode_replay.state_dict()
                 state.update(step=done, sampler=p.sampler.state_dict(), advantage_state=p.advantage_state,
+                             **guard.state_dict(),
                              pending={str(k): v for k, v in p.rollouts.pending().items()})
-                p.learner.save_checkpoint(run_dir, done, tokenizer=p.tokenizer, state=state,
-                                          keep_last=cfg.checkpoint.keep_last,
-                                          extra_dirs={**({CRITIC_DIR: p.critic.save} if p.critic is not None else {}),
-                                                      **({REPLAY_DIR: p.critic_replay.save} if p.critic_replay is not None else {}),
-                                                      **(p.shaper.extra_dirs() if p.shaper is not None else {})})
+                ckpt_path = p.learner.save_checkpoint(
+                    run_dir, done, tokenizer=p.tokenizer, state=state, keep_last=cfg.checkpoint.keep_last,
+                    extra_dirs={**({CRITIC_DIR: p.critic.save} if p.critic is not None else {}),
+                                **({REPLAY_DIR: p.critic_replay.save} if p.critic_replay is not None else {}),
+                                **(p.shaper.extra_dirs() if p.shaper is not None else {})})
+            if stopping:
+                if logger is not None:
+                    logger.close()
+                guard.stop(done, ckpt_path)
     if logger is not None:
         logger.close()
 
@@ -389,7 +403,7 @@ def _loop(p: Parts, ckpt, resume: bool, console, t_start: float) -> dict[str, An
                "total_seconds": round(time.perf_counter() - t_start, 3),
                "accuracy_before": state["accuracy_before"], "accuracy_after": final.get("accuracy"),
                **{f"eval/{k}": v for k, v in final.items()},
-               **{f"last/{k}": v for k, v in metrics.items()}}
+               **fault_counts(run_dir), **{f"last/{k}": v for k, v in metrics.items()}}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from postrl.rewards.guard import RewardError
 from postrl.rollout.batch import RolloutBatch
 from postrl.rollout.multiturn import EPISODE_COLUMNS
 
@@ -35,9 +36,45 @@ def score_batch(batch: RolloutBatch, rows: Sequence, tokenizer, reward_set):
     columns = {k: [r.columns.get(k) for r in row_of] for k in keys}
     # an episode batch (rollout/multiturn.py) hands the env's results to the rewards as columns
     columns.update({k: list(batch.metadata[k]) for k in EPISODE_COLUMNS if k in batch.metadata})
-    result = reward_set(prompts, completions, ids, columns)
+    try:
+        result = reward_set(prompts, completions, ids, columns)
+    except RewardError as e:  # name the dataset row too: that is what the user can look at
+        rows_named = sorted({row_of[b].index + 1 for b in e.positions if b < len(row_of)})
+        if not rows_named:
+            raise
+        shown = ", ".join(map(str, rows_named[:5])) + (", ..." if len(rows_named) > 5 else "")
+        raise RewardError(f"{e} [prompt: dataset row {shown}]", e.positions) from None
     batch.metadata["completion_text"] = texts
+    if result.failed is not None and bool(result.failed.any()):  # on_error: skip_group
+        batch.metadata["reward_failed"] = result.failed.tolist()
     return result
+
+
+def skip_failed_groups(batch: RolloutBatch) -> dict[str, float]:
+    """`on_error: skip_group`: every group with a failed reward gets loss mask 0 (the policy update
+    ignores it; its rewards stay in the batch for metrics); `reward/skipped_groups` counts them.
+    Called on the final batch, after refills and merges, so a group is judged whole."""
+    flags = batch.metadata.get("reward_failed")
+    if not flags or not any(flags):
+        return {}
+    failed = torch.tensor([bool(f) for f in flags])  # None: a row merged in from an unflagged part
+    groups = batch.group_ids[failed].unique()
+    skip = torch.isin(batch.group_ids, groups)
+    keep = (~skip).unsqueeze(-1)
+    batch.loss_mask = batch.loss_mask * keep.to(batch.loss_mask.dtype)
+    if batch.value_mask is not None:
+        batch.value_mask = batch.value_mask * keep.to(batch.value_mask.dtype)
+    return {"reward/skipped_groups": float(len(groups))}
+
+
+def reward_failure_metrics(reward_set) -> dict[str, float]:
+    """The failures counted since the last call (`reward/<name>/errors`, `.../timeouts`), from a
+    RewardSet, a RewardSet inside an env's EpisodeRewards, or a Ray RewardPool; {} if it counts none."""
+    for candidate in (reward_set, getattr(reward_set, "outcome", None)):
+        take = getattr(candidate, "take_failure_counts", None)
+        if take is not None:
+            return take()
+    return {}
 
 
 def primary_success(result, reward_set, threshold: float) -> torch.Tensor:
