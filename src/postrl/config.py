@@ -943,7 +943,7 @@ class RaftLoop(Section):
         return self
 
 
-class RaftTrain(OptimSection):
+class RaftTrain(OptimSection, NonFiniteLimit):
     lr: float = Field(1e-5, gt=0)
     sft_steps_per_round: int = Field(20, ge=1)
     """SFT optimizer steps on each round's kept completions (from the weights the round sampled with)."""

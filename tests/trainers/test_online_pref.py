@@ -102,3 +102,30 @@ def test_online_dpo_with_exact_match_raises_greedy_accuracy(tmp_path, sft_warm_s
     assert out["accuracy_before"] > 0.15
     # measured on 200 held-out 2-digit sums: 0.24 -> 0.44 (seed 0) and 0.24 -> 0.40 (seed 1), 20 steps
     assert out["accuracy_after"] >= out["accuracy_before"] + 0.08
+
+
+def test_sigterm_saves_at_the_step_boundary_and_resume_matches(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from postrl.learner.checkpoint import list_checkpoints
+    from postrl.run_stop import Interrupted
+
+    online_pref.train(_cfg(tmp_path / "a", **{"checkpoint.every": 4}))
+    real, calls = online_pref.collect, []
+
+    def signalled(p, step, idx):  # SIGTERM arrives while step 2 samples
+        calls.append(step)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(p, step, idx)
+
+    monkeypatch.setattr(online_pref, "collect", signalled)
+    cfg = _cfg(tmp_path / "b", **{"checkpoint.every": 4})
+    with pytest.raises(Interrupted, match="SIGTERM after step 2"):
+        online_pref.train(cfg)
+    assert [c.name for c in list_checkpoints(cfg.run_dir)] == ["step_000002"]  # saved although every=4
+    monkeypatch.undo()
+    online_pref.train(cfg, resume=True)
+    wa, wb = read_weights(latest_checkpoint(tmp_path / "a")), read_weights(latest_checkpoint(tmp_path / "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

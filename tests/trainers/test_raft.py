@@ -149,3 +149,32 @@ def test_star_config_errors_name_the_key_and_the_fix(tmp_path):
     for over, message in cases:
         with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("?", r"\?")):
             _cfg(tmp_path, **over)
+
+
+def test_sigterm_finishes_the_round_saves_and_resume_matches(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from postrl.learner.checkpoint import list_checkpoints
+    from postrl.run_stop import Interrupted
+
+    raft.train(_cfg(tmp_path / "a", **{"raft.rounds": 3}))
+    real, calls = raft.sft_steps, []
+
+    def signalled(*args, **kwargs):  # SIGTERM arrives during round 2's SFT
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(raft, "sft_steps", signalled)
+    cfg = _cfg(tmp_path / "b", **{"raft.rounds": 3})
+    with pytest.raises(Interrupted, match="SIGTERM after step 2"):
+        raft.train(cfg)
+    assert [c.name for c in list_checkpoints(cfg.run_dir)] == ["step_000001", "step_000002"]
+    monkeypatch.undo()
+    raft.train(cfg, resume=True)
+    wa = read_weights(latest_checkpoint(tmp_path / "a" / "raft"))
+    wb = read_weights(latest_checkpoint(tmp_path / "b" / "raft"))
+    assert latest_checkpoint(tmp_path / "b" / "raft").name == "step_000003"
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from postrl.config import (CheckpointSection, DataSection, LoggingSection, ModelSection, OptimSection, PrefLoss,
+from postrl.config import (CheckpointSection, DataSection, LoggingSection, ModelSection, NonFiniteLimit, OptimSection, PrefLoss,
                            RaftEval, RewardSpec, RolloutSection, RunConfig, Section, _check_pref_loss,
                            _check_reward_specs, _in_registry)
 
@@ -72,7 +72,7 @@ class OnlineLoop(Section):
         return self.iterations * self.steps_per_iteration
 
 
-class OnlineTrain(OptimSection):
+class OnlineTrain(OptimSection, NonFiniteLimit):
     lr: float = Field(1e-6, gt=0)
     """TRL's OnlineDPO default for real models; the tiny model wants ~1e-4."""
     micro_batch_size: int = Field(16, ge=1)

@@ -45,6 +45,7 @@ from postrl.trainers.online_candidates import Pair, gold_ids, load_judge, make_p
 from postrl.trainers.online_config import OnlineConfig
 from postrl.trainers.online_iterates import Snapshots
 from postrl.trainers.pref_data import PrefExample
+from postrl.trainers.faults import RunGuard
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.rl import encode_train_and_eval
 from postrl.trainers.run_dir import start_run
@@ -224,6 +225,8 @@ def train(cfg: OnlineConfig, *, resume: bool = False, console=None) -> dict[str,
         p.snap.load(ckpt, state)
         truncate_jsonl(cfg.run_dir / "eval.jsonl", state["step"])
     start = int(state["step"])
+    guard = RunGuard(cfg.run_dir, max_nonfinite_steps=cfg.train.max_nonfinite_steps, console=console)
+    guard.load_state_dict(state)  # SIGINT/SIGTERM and non-finite streaks: trainers/faults.py
     logger = MetricsLogger(cfg.run_dir, resume_step=start if resume else None, console=console,
                            console_every=cfg.logging.console_every, tensorboard=cfg.logging.tensorboard,
                            wandb_project=cfg.logging.wandb_project, config=cfg.model_dump(mode="json"))
@@ -231,7 +234,7 @@ def train(cfg: OnlineConfig, *, resume: bool = False, console=None) -> dict[str,
         state["eval_before"] = run_eval(p, 0)
         logger.log(0, state["eval_before"])
     metrics: dict[str, float] = {}
-    with progress_bar(console, cfg.logging.progress, "online", steps, start) as advance:
+    with guard, progress_bar(console, cfg.logging.progress, "online", steps, start) as advance:
         for step in range(start, steps):
             t0 = time.perf_counter()
             if step and step % spi == 0:
@@ -255,16 +258,21 @@ def train(cfg: OnlineConfig, *, resume: bool = False, console=None) -> dict[str,
             done = step + 1
             metrics.update({"iteration": step // spi, "lr": scheduler.get_last_lr()[0], "time/sample": t_gen,
                             "time/step": time.perf_counter() - t0})
+            metrics.update(guard.after_step(done, metrics))
             if cfg.eval.every and done % cfg.eval.every == 0 and done != steps and p.eval_rows:
                 metrics.update(run_eval(p, done))
             state["seconds"] += time.perf_counter() - t0
             logger.log(done, metrics)
             advance(pairs=metrics["pairs/count"], loss=metrics.get("loss", float("nan")))
-            if done % cfg.checkpoint.every == 0 or done == steps:
-                state.update(step=done, sampler=sampler.state_dict(), **p.snap.state())
-                save_checkpoint(cfg.run_dir, done, model=p.model, tokenizer=p.tokenizer, optimizer=optimizer,
-                                scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last,
-                                extra_dirs=p.snap.writers())
+            stopping = guard.stopping()
+            if stopping or done % cfg.checkpoint.every == 0 or done == steps:
+                state.update(step=done, sampler=sampler.state_dict(), **p.snap.state(), **guard.state_dict())
+                path = save_checkpoint(cfg.run_dir, done, model=p.model, tokenizer=p.tokenizer, optimizer=optimizer,
+                                       scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last,
+                                       extra_dirs=p.snap.writers())
+            if stopping:
+                logger.close()
+                guard.stop(done, path)
     after = run_eval(p, steps) if p.eval_rows else {}
     if after:
         logger.log(steps, after)

@@ -55,6 +55,7 @@ from postrl.tracking import MetricsLogger, truncate_jsonl
 from postrl.trainers import b_star, star
 from postrl.trainers.evaluate import evaluate
 from postrl.trainers.fit_loop import apply_gradients
+from postrl.trainers.faults import RunGuard
 from postrl.trainers.progress import progress_bar
 from postrl.trainers.rl import encode_train_and_eval
 from postrl.trainers.run_dir import start_run
@@ -144,12 +145,16 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
         sampler.load_state_dict(state["sampler"])
         truncate_jsonl(run_dir / "eval.jsonl", state["round"])
     start = int(state["round"])
+    # SIGINT/SIGTERM: the round finishes and is checkpointed, then the run stops; a round whose mean SFT
+    # loss is not finite counts toward train.max_nonfinite_steps (trainers/faults.py)
+    guard = RunGuard(run_dir, max_nonfinite_steps=cfg.train.max_nonfinite_steps, console=console)
+    guard.load_state_dict(state)
     logger = MetricsLogger(run_dir, resume_step=start if resume else None, console=console,
                            console_every=cfg.logging.console_every)
     if start == 0 and cfg.eval.before and eval_rows:
         state["accuracy_before"] = accuracy(0)
     metrics: dict[str, float] = {}
-    with progress_bar(console, cfg.logging.progress, "RAFT", cfg.raft.rounds, start) as advance:
+    with guard, progress_bar(console, cfg.logging.progress, "RAFT", cfg.raft.rounds, start) as advance:
         for r in range(start, cfg.raft.rounds):
             t0 = time.perf_counter()
             round_params, threshold, extra = params, loop.threshold, {}
@@ -189,11 +194,17 @@ def train(cfg: RaftConfig, *, resume: bool = False, console=None) -> dict[str, A
             if eval_rows:
                 metrics["eval/accuracy"] = accuracy(done)
             state["seconds"] += time.perf_counter() - t0
+            guard_metrics = guard.after_step(done, {"loss": metrics["sft/loss"]})
+            metrics.update(guard_metrics)
             logger.log(done, metrics)
             advance(kept=metrics["kept_fraction"], acc=metrics.get("eval/accuracy", float("nan")))
-            state.update(round=done, sampler=sampler.state_dict())
-            save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                            scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            stopping = guard.stopping()
+            state.update(round=done, sampler=sampler.state_dict(), **guard.state_dict())
+            path = save_checkpoint(run_dir, done, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                                   scheduler=scheduler, state=state, keep_last=cfg.checkpoint.keep_last)
+            if stopping:
+                logger.close()
+                guard.stop(done, path)
     logger.close()
     final_dir = run_dir / "final"
     model.save_pretrained(final_dir, safe_serialization=True)
