@@ -13,16 +13,6 @@ from postrl.rollout.engines import SamplingParams
 from postrl.rollout.hf_engine import HFEngine
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer()
-    model = build_model(tok, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                        init_seed=3)
-    model.eval()
-    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7="]]
-    return tok, model, prompts
-
-
 def test_greedy_matches_hf_generate_with_left_padding(tiny):
     tok, model, prompts = tiny
     ours = HFEngine(model, tok).generate(prompts, SamplingParams(n=1, max_new_tokens=6, greedy=True))

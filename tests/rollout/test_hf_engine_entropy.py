@@ -6,19 +6,8 @@ import math
 import pytest
 import torch
 
-from postrl.learner.tiny import build_model, build_tokenizer
 from postrl.rollout.engines import SamplingParams
 from postrl.rollout.hf_engine import HFEngine, token_entropy
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer()
-    model = build_model(tok, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                        init_seed=3)
-    model.eval()
-    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["1+1=", "12+34=", "7="]]
-    return tok, model, prompts
 
 
 def test_token_entropy_by_hand():

@@ -69,17 +69,7 @@ def encode_with(p, idx: list[int], additions: list[Addition]) -> list[list[int]]
 
 def with_hint(row, hint: str):
     """A copy of dataset row `row` whose prompt ends with `hint` (chat: the last user message)."""
-    prompt = row.prompt
-    if isinstance(prompt, str):
-        return replace(row, prompt=prompt + hint)
-    users = [k for k, m in enumerate(prompt) if m.get("role") == "user"]
-    k = users[-1] if users else len(prompt) - 1
-    if not isinstance(prompt[k].get("content"), str):
-        raise DataError(f"row {row.index + 1}: a hint can only be appended to text content; message {k} of the "
-                        "prompt has non-text content")
-    messages = [dict(m) for m in prompt]
-    messages[k]["content"] = messages[k]["content"] + hint
-    return replace(row, prompt=messages)
+    return _edit_question(row, lambda text: text + hint, "a hint can only be appended to text content")
 
 
 def with_prompt(row, text: str):
@@ -87,16 +77,21 @@ def with_prompt(row, text: str):
     `row` itself when `text` is empty."""
     if not text:
         return row
+    return _edit_question(row, lambda _: text, "only text content can be rewritten")
+
+
+def _edit_question(row, edit, refusal: str):
+    """A copy of `row` with `edit` applied to its question: the prompt string, or the content of the
+    last user message (the last message when none is a user's) of a chat prompt."""
     prompt = row.prompt
     if isinstance(prompt, str):
-        return replace(row, prompt=text)
+        return replace(row, prompt=edit(prompt))
     users = [k for k, m in enumerate(prompt) if m.get("role") == "user"]
     k = users[-1] if users else len(prompt) - 1
     if not isinstance(prompt[k].get("content"), str):
-        raise DataError(f"row {row.index + 1}: only text content can be rewritten; message {k} of the prompt has "
-                        "non-text content")
+        raise DataError(f"row {row.index + 1}: {refusal}; message {k} of the prompt has non-text content")
     messages = [dict(m) for m in prompt]
-    messages[k]["content"] = text
+    messages[k]["content"] = edit(messages[k]["content"])
     return replace(row, prompt=messages)
 
 
